@@ -1,0 +1,3 @@
+"""boundary: a rootless jail runner with an allowlisting proxy."""
+
+__version__ = "0.1.0"

@@ -183,9 +183,9 @@ class HostPattern:
         # "labels": a leading "*" is one or more labels, a middle "*" exactly one
         lead = self.labels[0] == "*"
         tail = self.labels[1:] if lead else self.labels
-        if lead and len(parts) <= len(tail) or not lead and len(parts) != len(tail):
+        if (lead and len(parts) <= len(tail)) or (not lead and len(parts) != len(tail)):
             return False
-        return all(p == "*" or p == h for p, h in zip(tail, parts[-len(tail):], strict=True))
+        return all(p == "*" or p == h for p, h in zip(tail, parts[-len(tail) :], strict=True))
 
     @property
     def is_literal_name(self) -> bool:
@@ -388,7 +388,9 @@ class Policy:
         if verdict is L4Verdict.ALLOW:
             return Decision(True, host, port, rule, "allowed by rule")
         if verdict is L4Verdict.INSPECT:
-            return Decision(False, host, port, None, "a method/path rule applies but the connection cannot be inspected")
+            return Decision(
+                False, host, port, None, "a method/path rule applies but the connection cannot be inspected"
+            )
         return Decision(False, host, port, rule, "matched a deny rule" if rule else "no allow rule matches")
 
     def decide_request(self, host: str, port: int, method: str, path: str) -> Decision:

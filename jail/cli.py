@@ -1,0 +1,168 @@
+"""The typer app: parse, build the Config, call the core, map errors to exit codes.
+
+Exit codes: ``run`` passes COMMAND's status through (128+N for signal N);
+125 for boundary's own failures and bad ``run`` input; ``explain`` 0 allow,
+1 deny, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from . import __version__
+from .config import ConfigError, Flags, build_config
+from .errors import BoundaryError
+
+EXIT_BOUNDARY = 125
+EXIT_BAD_INPUT = 2
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Run a command so that it reaches only allowlisted network destinations and the files its policy grants.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Allow = Annotated[list[str], typer.Option("--allow", help="Allow rule, e.g. 'domain=api.github.com method=GET'.")]
+Deny = Annotated[list[str], typer.Option("--deny", help="Deny rule; deny wins over allow.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (coder/boundary keys).")]
+HostMap = Annotated[list[str], typer.Option("--host-map", help="NAME=IP: proxy-side static resolution.")]
+AllowPrivate = Annotated[
+    bool | None, typer.Option("--allow-private/--no-allow-private", help="Let names resolve to private addresses.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"boundary {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
+    logging.basicConfig(level=max(level, logging.DEBUG), format="boundary: %(levelname)s: %(name)s: %(message)s")
+
+
+def _fail(msg: str, code: int) -> NoReturn:
+    typer.echo(f"boundary: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    command: Annotated[list[str], typer.Argument(help="COMMAND [ARGS...], after '--'.", show_default=False)],
+    allow: Allow = [],  # noqa: B006 (typer reads defaults, never mutates them)
+    deny: Deny = [],  # noqa: B006
+    config: ConfigOpt = None,
+    jail_type: Annotated[str | None, typer.Option("--jail-type", help="auto | nsjail | landjail.")] = None,
+    workspace: Annotated[Path | None, typer.Option("--workspace", help="Writable project dir (default: cwd).")] = None,
+    rw: Annotated[list[Path], typer.Option("--rw", help="Extra writable path.")] = [],  # noqa: B006
+    ro: Annotated[list[Path], typer.Option("--ro", help="Extra read-only path.")] = [],  # noqa: B006
+    hide: Annotated[list[Path], typer.Option("--hide", help="Extra hidden path.")] = [],  # noqa: B006
+    tmpfs: Annotated[list[Path], typer.Option("--tmpfs", help="Empty tmpfs (mode 1777, exec) here.")] = [],  # noqa: B006
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSON lines, one per decision.")] = None,
+    mitm: Annotated[str | None, typer.Option("--mitm", help="auto | always | never.")] = None,
+    upstream_proxy: Annotated[
+        str | None, typer.Option("--upstream-proxy", help="http://HOST:PORT to chain to.")
+    ] = None,
+    upstream_ca: Annotated[Path | None, typer.Option("--upstream-ca", help="Extra CA for upstream TLS.")] = None,
+    pids_limit: Annotated[str | None, typer.Option("--pids-limit", help="Max processes (0 = none).")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 2g (0 = none).")] = None,
+    host_map: HostMap = [],  # noqa: B006
+    allow_private: AllowPrivate = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")] = False,
+) -> None:
+    """Run COMMAND in a jail: boundary run [OPTIONS] -- COMMAND [ARGS...]"""
+    from .runner import run_command
+
+    _setup_logging(verbose, quiet)
+    flags = Flags(
+        allow=allow, deny=deny, config=config, jail_type=jail_type, workspace=workspace, rw=rw, ro=ro, hide=hide,
+        tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
+        pids_limit=pids_limit, memory=memory, host_map=host_map, allow_private=allow_private,
+    )  # fmt: skip
+    try:
+        cfg = build_config(flags)
+        raise typer.Exit(run_command(cfg, command))
+    except ConfigError as e:
+        _fail(str(e), EXIT_BOUNDARY)
+    except BoundaryError as e:
+        _fail(str(e), EXIT_BOUNDARY)
+
+
+@app.command()
+def explain(
+    target: Annotated[str, typer.Argument(help="URL, or HOST:PORT for an opaque connection.")],
+    allow: Allow = [],  # noqa: B006
+    deny: Deny = [],  # noqa: B006
+    config: ConfigOpt = None,
+    method: Annotated[str | None, typer.Option("--method", help="HTTP method (default GET for URLs).")] = None,
+) -> None:
+    """Print the decision for TARGET and the rule that decided it (exit 0 allow, 1 deny, 2 bad input)."""
+    from .explain import explain_target
+
+    try:
+        cfg = build_config(Flags(allow=allow, deny=deny, config=config))
+        allowed, text = explain_target(cfg.policy(), target, method)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    typer.echo(text)
+    raise typer.Exit(0 if allowed else 1)
+
+
+@app.command()
+def proxy(
+    allow: Allow = [],  # noqa: B006
+    deny: Deny = [],  # noqa: B006
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option("--port", help="Loopback port (default: random).")] = None,
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSON lines, one per decision.")] = None,
+    mitm: Annotated[str | None, typer.Option("--mitm", help="auto | always | never.")] = None,
+    upstream_proxy: Annotated[
+        str | None, typer.Option("--upstream-proxy", help="http://HOST:PORT to chain to.")
+    ] = None,
+    upstream_ca: Annotated[Path | None, typer.Option("--upstream-ca", help="Extra CA for upstream TLS.")] = None,
+    host_map: HostMap = [],  # noqa: B006
+    allow_private: AllowPrivate = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")] = False,
+) -> None:
+    """Serve the filtering proxy alone on loopback (HTTP_PROXY-style), until Ctrl-C."""
+    from .runner import serve_proxy
+
+    _setup_logging(verbose, quiet)
+    flags = Flags(
+        allow=allow, deny=deny, config=config, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy,
+        upstream_ca=upstream_ca, host_map=host_map, allow_private=allow_private, proxy_port=port,
+    )  # fmt: skip
+    try:
+        raise typer.Exit(serve_proxy(build_config(flags), quiet=quiet))
+    except (ConfigError, BoundaryError) as e:
+        _fail(str(e), EXIT_BOUNDARY)
+
+
+def main() -> None:
+    """Console entry point: usage errors of ``run`` exit 125 like boundary's own failures."""
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        sub = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        if code == EXIT_BAD_INPUT and sub == "run":
+            code = EXIT_BOUNDARY
+        sys.exit(code)

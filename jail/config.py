@@ -1,0 +1,258 @@
+"""The run configuration: built once from flags, ``BOUNDARY_*`` env vars and the
+YAML file (coder/boundary-compatible keys), validated, frozen. Rules are parsed
+here and never again.
+
+Precedence for single values: flag > env > YAML > default. Rule lists are
+merged: YAML ``allowlist``, then ``BOUNDARY_ALLOW``, then ``--allow``.
+Side effects: reads the config file.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.rules import Action, Policy, Rule, parse_rule
+from proxy.server import MitmMode
+from proxy.upstream import UpstreamProxy, parse_host_map
+
+log = logging.getLogger(__name__)
+
+YAML_KEYS = {
+    "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
+    "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace",
+}  # fmt: skip
+COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
+LOG_LEVELS = ("error", "warn", "warning", "info", "debug")
+
+
+class ConfigError(ValueError):
+    """Bad input; the message names the source (flag, env var, file key)."""
+
+
+class JailType(enum.Enum):
+    AUTO = "auto"
+    NSJAIL = "nsjail"
+    LANDJAIL = "landjail"
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(base) / "boundary"
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "boundary" / "config.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    rules: tuple[Rule, ...]
+    jail_type: JailType = JailType.AUTO
+    workspace: Path = field(default_factory=Path.cwd)
+    rw: tuple[Path, ...] = ()
+    ro: tuple[Path, ...] = ()
+    hide: tuple[Path, ...] = ()
+    tmpfs: tuple[Path, ...] = ()
+    audit_log: Path | None = None
+    mitm: MitmMode = MitmMode.AUTO
+    upstream_proxy: UpstreamProxy | None = None
+    upstream_ca: Path | None = None
+    pids_limit: int | None = 4096
+    memory: int | None = None
+    host_map: Mapping[str, str] = field(default_factory=dict)
+    allow_private: bool = False
+    proxy_port: int = 0
+    log_level: str = "warn"
+    state_dir: Path = Path()
+    run_id: str = ""
+
+    def policy(self) -> Policy:
+        return Policy(self.rules)
+
+
+def split_rules_env(value: str) -> list[str]:
+    """``BOUNDARY_ALLOW``/``BOUNDARY_DENY``: rules separated by newlines or ';'."""
+    return [r.strip() for r in re.split(r"[;\n]", value) if r.strip()]
+
+
+def parse_size(value: str | int, what: str) -> int | None:
+    """``512m``, ``2G``, ``1048576``; 0 or negative means no limit (None)."""
+    if isinstance(value, int):
+        return value if value > 0 else None
+    m = re.fullmatch(r"\s*(-?\d+)\s*([kmgt]?)i?b?\s*", value.lower())
+    if not m:
+        raise ConfigError(f"{what}: {value!r} is not a size (e.g. 512m, 2g, 1048576)")
+    n = int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
+    return n if n > 0 else None
+
+
+def parse_int_limit(value: str | int, what: str) -> int | None:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: {value!r} is not a whole number") from None
+    return n if n > 0 else None
+
+
+def _bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{what}: {value!r} is not a boolean")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"failed to read config file {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    for key in data:
+        if key in COMPAT_IGNORED:
+            log.warning("config file %s: key %r is not used by boundary; ignored", path, key)
+        elif key not in YAML_KEYS:
+            raise ConfigError(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(YAML_KEYS))})")
+    return data
+
+
+@dataclass
+class Flags:
+    """What the CLI parsed; None = not given on the command line."""
+
+    allow: Sequence[str] = ()
+    deny: Sequence[str] = ()
+    config: Path | None = None
+    jail_type: str | None = None
+    workspace: Path | None = None
+    rw: Sequence[Path] = ()
+    ro: Sequence[Path] = ()
+    hide: Sequence[Path] = ()
+    tmpfs: Sequence[Path] = ()
+    audit_log: Path | None = None
+    mitm: str | None = None
+    upstream_proxy: str | None = None
+    upstream_ca: Path | None = None
+    pids_limit: str | None = None
+    memory: str | None = None
+    host_map: Sequence[str] = ()
+    allow_private: bool | None = None
+    proxy_port: int | None = None
+    log_level: str | None = None
+
+
+def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
+    """Merge flags, env and file into a validated Config; raise ConfigError."""
+    env = os.environ if env is None else env
+    cfg_path = flags.config or (Path(env["BOUNDARY_CONFIG"]) if env.get("BOUNDARY_CONFIG") else None)
+    if cfg_path is None and default_config_path(env).is_file():
+        cfg_path = default_config_path(env)
+    y = load_yaml(cfg_path) if cfg_path else {}
+
+    def pick(flag: Any, env_key: str, yaml_key: str, default: Any) -> Any:
+        if flag is not None:
+            return flag
+        if env.get(env_key):
+            return env[env_key]
+        if yaml_key in y and y[yaml_key] is not None:
+            return y[yaml_key]
+        return default
+
+    def rule_list(yaml_key: str, env_key: str, given: Sequence[str], action: Action) -> list[Rule]:
+        src = y.get(yaml_key) or []
+        if not isinstance(src, list) or not all(isinstance(r, str) for r in src):
+            raise ConfigError(f"config file {cfg_path}: {yaml_key!r} must be a list of rule strings")
+        texts = [*src, *split_rules_env(env.get(env_key, "")), *given]
+        try:
+            return [parse_rule(t, action) for t in texts]
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    rules = (
+        *rule_list("allowlist", "BOUNDARY_ALLOW", flags.allow, Action.ALLOW),
+        *rule_list("denylist", "BOUNDARY_DENY", flags.deny, Action.DENY),
+    )
+    jt = str(pick(flags.jail_type, "BOUNDARY_JAIL_TYPE", "jail_type", "auto")).lower()
+    try:
+        jail_type = JailType(jt)
+    except ValueError:
+        raise ConfigError(f"jail type {jt!r} is not one of auto, nsjail, landjail") from None
+    mitm_s = str(pick(flags.mitm, "BOUNDARY_MITM", "mitm", "auto")).lower()
+    try:
+        mitm = MitmMode(mitm_s)
+    except ValueError:
+        raise ConfigError(f"--mitm {mitm_s!r} is not one of auto, always, never") from None
+    up_s = pick(flags.upstream_proxy, "BOUNDARY_UPSTREAM_PROXY", "upstream_proxy", None)
+    try:
+        upstream = UpstreamProxy.parse(str(up_s)) if up_s else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    hm_items = [
+        *(y.get("host_map") or []),
+        *env.get("BOUNDARY_HOST_MAP", "").replace(",", " ").split(),
+        *flags.host_map,
+    ]
+    try:
+        host_map = parse_host_map(hm_items)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    port = parse_int_limit(pick(flags.proxy_port, "BOUNDARY_PROXY_PORT", "proxy_port", 0), "--proxy-port") or 0
+    if port > 65535:
+        raise ConfigError(f"--proxy-port {port} is outside 0-65535")
+    level = str(pick(flags.log_level, "BOUNDARY_LOG_LEVEL", "log_level", "warn")).lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    sdir = state_dir(env)
+    run_id = uuid.uuid4().hex[:12]
+    audit = pick(flags.audit_log, "BOUNDARY_AUDIT_LOG", "audit_log", None)
+    log_dir = env.get("BOUNDARY_LOG_DIR") or y.get("log_dir")
+    if audit is None:
+        audit = Path(log_dir) / "boundary-audit.jsonl" if log_dir else sdir / "audit.jsonl"
+    workspace = Path(pick(flags.workspace, "BOUNDARY_WORKSPACE", "workspace", os.getcwd())).resolve()
+    upstream_ca = flags.upstream_ca or (Path(env["BOUNDARY_UPSTREAM_CA"]) if env.get("BOUNDARY_UPSTREAM_CA") else None)
+    if upstream_ca is not None and not upstream_ca.is_file():
+        raise ConfigError(f"--upstream-ca {upstream_ca}: no such file")
+    return Config(
+        rules=rules,
+        jail_type=jail_type,
+        workspace=workspace,
+        rw=tuple(flags.rw),
+        ro=tuple(flags.ro),
+        hide=tuple(flags.hide),
+        tmpfs=tuple(flags.tmpfs),
+        audit_log=Path(audit),
+        mitm=mitm,
+        upstream_proxy=upstream,
+        upstream_ca=upstream_ca,
+        pids_limit=parse_int_limit(pick(flags.pids_limit, "BOUNDARY_PIDS_LIMIT", "pids_limit", 4096), "--pids-limit"),
+        memory=parse_size(pick(flags.memory, "BOUNDARY_MEMORY", "memory", 0), "--memory"),
+        host_map=host_map,
+        allow_private=_bool(
+            pick(flags.allow_private, "BOUNDARY_ALLOW_PRIVATE", "allow_private", False), "allow_private"
+        ),
+        proxy_port=port,
+        log_level=level,
+        state_dir=sdir,
+        run_id=run_id,
+    )

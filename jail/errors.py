@@ -1,0 +1,16 @@
+"""The exception tree, in one place.
+
+BoundaryError: boundary itself failed (exit 125); its message reads
+``failed to <step>: <strerror> (hint: <what to do>)``.
+ConfigError (jail.config): bad input, a subclass of ValueError.
+"""
+
+from __future__ import annotations
+
+
+class BoundaryError(Exception):
+    def __init__(self, step: str, detail: str, *, hint: str = "") -> None:
+        self.step = step
+        self.detail = detail
+        self.hint = hint
+        super().__init__(f"failed to {step}: {detail}" + (f" (hint: {hint})" if hint else ""))

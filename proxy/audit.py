@@ -1,0 +1,171 @@
+"""Audit sink: one JSON line per decision, written by a background thread so the
+proxy never blocks on the disk; denials echoed once to stderr; an exit summary.
+
+A full disk, a closed pipe or a full queue degrades to stderr with one warning,
+never to an allow: the decision is made before it is recorded.
+Side effects: appends to the audit file, writes to stderr.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .rules import Decision
+
+FIELDS = (
+    "ts", "event", "decision", "host", "port", "scheme", "method", "path", "rule", "reason",
+    "bytes_up", "bytes_down", "duration_ms", "mode", "run_id",
+)  # fmt: skip
+QUEUE_MAX = 10000
+_STOP = object()
+
+
+class AuditSink:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        run_id: str,
+        mode: str,
+        stderr: IO[str] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.mode = mode
+        self.quiet = quiet
+        self._stderr = stderr or sys.stderr
+        self._lock = threading.Lock()
+        self._shown: set[tuple[str, int, str]] = set()
+        self.allowed = 0
+        self.denied = 0
+        self.denied_hosts: collections.Counter[str] = collections.Counter()
+        self._degraded = False
+        self._file: IO[str] | None = None
+        self._queue: queue.Queue[object] = queue.Queue(QUEUE_MAX)
+        self._thread: threading.Thread | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self._thread = threading.Thread(target=self._writer, name="boundary-audit", daemon=True)
+            self._thread.start()
+
+    # -- recording ---------------------------------------------------------
+    def decision(
+        self,
+        d: Decision,
+        *,
+        event: str,
+        scheme: str,
+        bytes_up: int = 0,
+        bytes_down: int = 0,
+        duration_ms: float = 0.0,
+        reason: str | None = None,
+        announce: bool = True,
+    ) -> None:
+        """Record a decision (call once per decision, at its end for allowed flows)."""
+        rec: dict[str, Any] = {
+            "ts": time.time(),
+            "event": event,
+            "decision": "allow" if d.allowed else "deny",
+            "host": d.host,
+            "port": d.port,
+            "scheme": scheme,
+            "method": d.method,
+            "path": d.path,
+            "rule": d.rule_text,
+            "reason": reason or d.reason,
+            "bytes_up": bytes_up,
+            "bytes_down": bytes_down,
+            "duration_ms": round(duration_ms, 3),
+            "mode": self.mode,
+            "run_id": self.run_id,
+        }
+        with self._lock:
+            if d.allowed:
+                self.allowed += 1
+            else:
+                self.denied += 1
+                self.denied_hosts[d.host] += 1
+        if not d.allowed and announce:
+            self._announce(d, rec["reason"], scheme)
+        self.record(rec)
+
+    def record(self, rec: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._queue.put_nowait(rec)
+        except queue.Full:
+            self._degrade("audit queue full", rec)
+
+    def _announce(self, d: Decision, reason: str, scheme: str) -> None:
+        key = (d.host, d.port, d.method or "")
+        with self._lock:
+            if key in self._shown or self.quiet:
+                return
+            self._shown.add(key)
+        what = f"{d.method} {scheme}://{d.host}:{d.port}{d.path or ''}" if d.method else f"{scheme} {d.host}:{d.port}"
+        hint = d.suggestion()
+        self._write_err(f"boundary: denied {what} ({reason}){'; to allow: ' + hint if hint else ''}")
+
+    # -- writer thread -----------------------------------------------------
+    def _writer(self) -> None:
+        assert self._file is not None
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            line = json.dumps(item, separators=(",", ":"))
+            if self._degraded:
+                self._write_err(f"boundary audit: {line}")
+                continue
+            try:
+                self._file.write(line + "\n")
+                if self._queue.empty():
+                    self._file.flush()
+            except (OSError, ValueError) as e:
+                self._degrade(f"cannot write audit log {self.path}: {e}", item)
+
+    def _degrade(self, why: str, rec: object) -> None:
+        with self._lock:
+            first = not self._degraded
+            self._degraded = True
+        if first:
+            self._write_err(f"boundary: warning: {why}; audit records go to stderr from now on")
+        self._write_err(f"boundary audit: {json.dumps(rec, separators=(',', ':'))}")
+
+    def _write_err(self, line: str) -> None:
+        try:
+            self._stderr.write(line + "\n")
+            self._stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- end ---------------------------------------------------------------
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as e:
+                self._write_err(f"boundary: warning: closing audit log {self.path}: {e}")
+            self._file = None
+
+    def summary(self) -> str | None:
+        """One line when anything was denied, else None."""
+        if not self.denied:
+            return None
+        top = ", ".join(f"{h} ({n})" for h, n in self.denied_hosts.most_common(3))
+        where = f"; audit log: {self.path}" if self.path else ""
+        return f"boundary: {self.allowed} allowed, {self.denied} denied; top denied: {top}{where}"

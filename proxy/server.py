@@ -1,0 +1,321 @@
+"""The proxy front: accepts on explicit (CONNECT / absolute-form) and transparent
+listeners, decides from the first bytes with the one policy, then relays on the
+fast path or hands the connection to the lazily started mitmproxy.
+
+Listeners are sockets created by the caller (bound, listening), so the jail can
+create them in its own network namespace and pass them up. Readiness: once
+:meth:`ProxyServer.start` returns, every listener is being served; a listener
+queues connections in its backlog even before that.
+Side effects: outgoing connections (via :mod:`upstream`), audit records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from .audit import AuditSink
+from .denial import Pin, denial_body, http_response
+from .fastpath import relay
+from .mitm import MitmEngine, MitmError, MitmSettings
+from .rules import Decision, L4Verdict, Policy, normalize_host
+from .sniff import (
+    RequestHead,
+    Status,
+    looks_like_tls,
+    parse_client_hello,
+    parse_request_head,
+    request_target,
+    split_authority,
+)
+from .upstream import Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+HEAD_TIMEOUT = 30.0  # explicit clients send their request head at once
+PEEK_TIMEOUT = 1.0  # transparent: how long to wait for a ClientHello / request head
+PEEK_LIMIT = 64 * 1024
+SO_ORIGINAL_DST = 80
+IP6T_SO_ORIGINAL_DST = 80
+
+
+class MitmMode(enum.Enum):
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+def bind_explicit(port: int = 0) -> list[socket.socket]:
+    """Listening sockets on 127.0.0.1 and ::1, same port (random when 0)."""
+    v4 = socket.create_server(("127.0.0.1", port), backlog=1024)
+    socks = [v4]
+    port = v4.getsockname()[1]
+    try:
+        socks.append(socket.create_server(("::1", port), family=socket.AF_INET6, backlog=1024))
+    except OSError as e:
+        log.debug("no IPv6 loopback listener: %s", e)
+    return socks
+
+
+def original_dst(sock: socket.socket) -> tuple[str, int]:
+    """SO_ORIGINAL_DST of a redirected connection, else the local address."""
+    try:
+        if sock.family == socket.AF_INET:
+            raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+            port, ip = struct.unpack_from("!2xH4s", raw)
+            return socket.inet_ntop(socket.AF_INET, ip), port
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+        port, ip = struct.unpack_from("!2xH4x16s", raw)
+        return socket.inet_ntop(socket.AF_INET6, ip), port
+    except OSError:
+        name = sock.getsockname()
+        return str(name[0]), int(name[1])
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        policy: Policy,
+        upstream: Upstream,
+        audit: AuditSink,
+        *,
+        mitm: MitmMode = MitmMode.AUTO,
+        mitm_settings: MitmSettings,
+        names: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.upstream = upstream
+        self.audit = audit
+        self.mitm_mode = mitm
+        self.mitm = MitmEngine(mitm_settings, policy, upstream, audit)
+        self.names = names
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting: list[asyncio.Task[None]] = []
+
+    async def start(self, *, explicit: Sequence[socket.socket] = (), transparent: Sequence[socket.socket] = ()) -> None:
+        for lst in explicit:
+            self._accepting.append(asyncio.create_task(self._accept(lst, self._explicit)))
+        for lst in transparent:
+            self._accepting.append(asyncio.create_task(self._accept(lst, self._transparent)))
+        if self.mitm_mode is MitmMode.ALWAYS:
+            await self.mitm.ensure_started()
+
+    async def aclose(self) -> None:
+        for t in self._accepting:
+            t.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._accepting, *self._tasks, return_exceptions=True)
+        await self.mitm.close()
+
+    async def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], object]) -> None:
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                await asyncio.sleep(0.05)  # EMFILE and friends: back off instead of spinning
+                continue
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = asyncio.create_task(self._guard(conn, handler))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, conn: socket.socket, handler: Callable[[socket.socket], object]) -> None:
+        try:
+            coro = handler(conn)
+            assert asyncio.iscoroutine(coro)
+            await coro
+        except (OSError, TimeoutError, MitmError) as e:
+            log.debug("connection ended: %r", e)
+            conn.close()
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception:
+            log.exception("internal error while serving a connection")
+            conn.close()
+
+    # -- helpers ---------------------------------------------------------------
+    async def _read_more(self, conn: socket.socket, buf: bytearray, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            chunk = await loop.sock_recv(conn, 16384)
+        if not chunk:
+            return False
+        buf += chunk
+        return True
+
+    async def _send_and_close(self, conn: socket.socket, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(5):
+                await loop.sock_sendall(conn, data)
+        conn.close()
+
+    async def _deny_http(self, conn: socket.socket, d: Decision, what: str, *, event: str, scheme: str) -> None:
+        self.audit.decision(d, event=event, scheme=scheme)
+        await self._send_and_close(conn, http_response(403, "Forbidden", denial_body(d, what)))
+
+    async def _pass(
+        self, conn: socket.socket, d: Decision, first_up: bytes, *, scheme: str, reply: bytes = b""
+    ) -> None:
+        """Connect to the decided name and relay; audit at the end."""
+        t0 = time.monotonic()
+        try:
+            upstream = await self.upstream.connect(d.host, d.port)
+        except UpstreamError as e:
+            denied = Decision(False, d.host, d.port, d.rule, e.reason, d.method, d.path)
+            if reply:  # explicit CONNECT: the client can still read an answer
+                await self._deny_http(conn, denied, f"CONNECT {d.host}:{d.port}", event="connection", scheme=scheme)
+            else:
+                self.audit.decision(denied, event="connection", scheme=scheme)
+                conn.close()
+            return
+        if reply:
+            await asyncio.get_running_loop().sock_sendall(conn, reply)
+        stats = await relay(conn, upstream, first_up=first_up)
+        self.audit.decision(
+            d, event="connection", scheme=scheme, bytes_up=stats.bytes_up, bytes_down=stats.bytes_down,
+            duration_ms=(time.monotonic() - t0) * 1000,
+        )  # fmt: skip
+
+    # -- explicit proxy --------------------------------------------------------
+    async def _explicit(self, conn: socket.socket) -> None:
+        buf = bytearray()
+        while True:
+            res = parse_request_head(bytes(buf))
+            if res.status is not Status.MORE:
+                break
+            try:
+                if not await self._read_more(conn, buf, HEAD_TIMEOUT):
+                    conn.close()
+                    return
+            except TimeoutError:
+                conn.close()
+                return
+        if res.head is None:
+            await self._send_and_close(conn, http_response(400, "Bad Request", f"boundary: {res.error}\n"))
+            return
+        head = res.head
+        try:
+            target = request_target(head)
+            host = normalize_host(target.host)
+        except ValueError as e:
+            await self._send_and_close(conn, http_response(400, "Bad Request", f"boundary: {e}\n"))
+            return
+        if not target.connect and head.target.startswith("/"):
+            await self._send_and_close(
+                conn, http_response(400, "Bad Request", "boundary: this is a proxy; send absolute-form requests\n")
+            )
+            return
+        port = target.port
+        verdict, _rule = self.policy.l4(host, port)
+        if target.connect:
+            if verdict is L4Verdict.DENY:
+                d = self.policy.decide_connection(host, port)
+                await self._deny_http(conn, d, f"CONNECT {host}:{port}", event="connection", scheme="connect")
+                return
+            if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
+                d = self.policy.decide_connection(host, port)
+                await self._pass(
+                    conn, d, bytes(buf[head.length :]), scheme="connect",
+                    reply=b"HTTP/1.1 200 Connection established\r\n\r\n",
+                )  # fmt: skip
+                return
+        else:
+            d = self.policy.decide_request(host, port, head.method, target.path)
+            if not d.allowed:
+                await self._deny_http(
+                    conn, d, f"{head.method} http://{host}:{port}{target.path}", event="request", scheme="http"
+                )
+                return
+        if self.mitm_mode is MitmMode.NEVER and verdict is L4Verdict.INSPECT:
+            d = self.policy.decide_connection(host, port)
+            await self._deny_http(
+                conn, d, f"CONNECT {host}:{port} (--mitm never)", event="connection", scheme="connect"
+            )
+            return
+        # L7 needed (a method/path rule, plain HTTP, or --mitm always): mitmproxy sees every request
+        await self.mitm.handoff(conn, bytes(buf), transparent=False, pin=None, dst=None)
+
+    # -- transparent (nsjail) --------------------------------------------------
+    async def _transparent(self, conn: socket.socket) -> None:
+        dst_ip, dst_port = original_dst(conn)
+        if dst_ip.startswith("::ffff:"):
+            dst_ip = dst_ip[7:]
+        mapped = self.names(dst_ip) if self.names else None
+        buf = bytearray()
+        if mapped is not None:
+            verdict, _ = self.policy.l4(mapped, dst_port)
+            if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
+                # the name is known: no need to wait for the client to speak (server-speaks-first works)
+                await self._pass(conn, self.policy.decide_connection(mapped, dst_port), b"", scheme="tcp")
+                return
+        kind, name, head = await self._peek(conn, buf)
+        host = mapped or name or dst_ip
+        try:
+            host = normalize_host(host)
+        except ValueError:
+            host = dst_ip
+        verdict, _ = self.policy.l4(host, dst_port)
+        scheme = kind
+        if verdict is L4Verdict.DENY or (verdict is L4Verdict.INSPECT and self.mitm_mode is MitmMode.NEVER):
+            if head is not None:
+                d = self.policy.decide_request(host, dst_port, head.method, head.target)
+                if d.allowed:  # only INSPECT + --mitm never lands here
+                    d = self.policy.decide_connection(host, dst_port)
+                await self._deny_http(
+                    conn, d, f"{head.method} http://{host}:{dst_port}{head.target}", event="request", scheme="http"
+                )
+            else:
+                self.audit.decision(self.policy.decide_connection(host, dst_port), event="connection", scheme=scheme)
+                conn.close()  # denied TLS / TCP: closed after the ClientHello
+            return
+        if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
+            await self._pass(conn, self.policy.decide_connection(host, dst_port), bytes(buf), scheme=scheme)
+            return
+        if kind == "tcp":  # an L7 rule applies but there is nothing HTTP to inspect
+            self.audit.decision(self.policy.decide_connection(host, dst_port), event="connection", scheme=scheme)
+            conn.close()
+            return
+        await self.mitm.handoff(conn, bytes(buf), transparent=True, pin=Pin(host, dst_port), dst=(dst_ip, dst_port))
+
+    async def _peek(self, conn: socket.socket, buf: bytearray) -> tuple[str, str | None, RequestHead | None]:
+        """Read the first bytes: ("tls", sni, None) | ("http", host, head) | ("tcp", None, None)."""
+        deadline = asyncio.get_running_loop().time() + PEEK_TIMEOUT
+        while len(buf) < PEEK_LIMIT:
+            if buf and looks_like_tls(buf):
+                hello = parse_client_hello(bytes(buf))
+                if hello.status is Status.OK:
+                    return "tls", hello.sni, None
+                if hello.status is Status.NO:
+                    return "tcp", None, None
+            elif buf:
+                res = parse_request_head(bytes(buf))
+                if res.status is Status.OK and res.head is not None:
+                    try:
+                        name: str | None = split_authority((res.head.header("host") or "").strip(), 80)[0]
+                    except ValueError:
+                        name = None
+                    return "http", name, res.head
+                if res.status is Status.NO:
+                    return "tcp", None, None
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                if not await self._read_more(conn, buf, remaining):
+                    break
+            except TimeoutError:
+                break
+        return "tcp", None, None
