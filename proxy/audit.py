@@ -112,7 +112,10 @@ class AuditSink:
             if key in self._shown or self.quiet:
                 return
             self._shown.add(key)
-        what = f"{d.method} {scheme}://{d.host}:{d.port}{d.path or ''}" if d.method else f"{scheme} {d.host}:{d.port}"
+        if d.method:
+            what = f"{d.method} {scheme}://{d.host}:{d.port}{d.path or ''}"
+        else:
+            what = f"{scheme.upper() if scheme == 'connect' else scheme} {d.host}:{d.port}"
         hint = d.suggestion()
         self._write_err(f"boundary: denied {what} ({reason}){'; to allow: ' + hint if hint else ''}")
 

@@ -89,7 +89,12 @@ class MitmEngine:
         async with self._start_lock:
             if self._ready.is_set():
                 return
-            await self._start()
+            try:
+                await self._start()
+            except MitmError:
+                raise
+            except Exception as e:
+                raise MitmError(f"failed to start mitmproxy: {e!r}") from e
 
     async def _start(self) -> None:
         from mitmproxy import options
@@ -121,7 +126,6 @@ class MitmEngine:
             ssl_verify_upstream_trusted_ca=bundle,
             http2=True,
             stream_large_bodies="64k",
-            block_global=False,
         )
         from mitmproxy.proxy.mode_servers import ServerInstance
 

@@ -332,6 +332,7 @@ class Decision:
     reason: str
     method: str | None = None
     path: str | None = None
+    l7_miss: bool = False  # an allow rule named this host/port, but not this method/path
 
     @property
     def rule_text(self) -> str | None:
@@ -344,10 +345,10 @@ class Decision:
         if self.rule is not None and self.rule.action is Action.DENY:
             return f"denied by {self.rule.flag}; deny rules win, remove it to allow"
         parts = [f"domain={self.host}"]
-        if self.method is not None:
+        if self.l7_miss and self.method is not None:
             parts.append(f"method={self.method.upper()}")
-        if self.path is not None and self.method is not None:
-            parts.append(f"path={self.path}")
+            if self.path is not None:
+                parts.append(f"path={self.path}")
         return f"--allow {quote_rule(' '.join(parts))}"
 
 
@@ -407,4 +408,5 @@ class Policy:
         for r in self._allow:
             if r.matches_l4(host, port) and r.matches_l7(method, segments):
                 return Decision(True, host, port, r, "allowed by rule", method, shown)
-        return Decision(False, host, port, None, "no allow rule matches", method, shown)
+        l7_miss = any(r.matches_l4(host, port) for r in self._allow)
+        return Decision(False, host, port, None, "no allow rule matches", method, shown, l7_miss)

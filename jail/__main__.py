@@ -1,0 +1,3 @@
+from jail.cli import main
+
+main()
