@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TypeVar
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -194,7 +194,7 @@ def ws_frame(payload: bytes, *, mask: bool) -> bytes:
 
 
 def read_ws_frame(f: object) -> bytes:
-    b0, b1 = f.read(2)  # type: ignore[attr-defined]
+    _b0, b1 = f.read(2)  # type: ignore[attr-defined]
     n = b1 & 0x7F
     key = f.read(4) if b1 & 0x80 else b""  # type: ignore[attr-defined]
     data = f.read(n)  # type: ignore[attr-defined]
