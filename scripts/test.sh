@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs, then runs
+# ruff, mypy and pytest. As root it creates an unprivileged user and runs
+# everything that touches the code as that user (jail tests must never need root).
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+TEST_USER=${BOUNDARY_TEST_USER:-boundary-test}
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" = 0 ]; then
+  log "installing system packages"
+  export DEBIAN_FRONTEND=noninteractive
+  pkgs="python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates iptables nftables dnsutils iproute2 util-linux libseccomp2 git"
+  missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+  if ! id "$TEST_USER" >/dev/null 2>&1; then
+    log "creating unprivileged user $TEST_USER"
+    useradd --create-home --shell /bin/bash "$TEST_USER"
+  fi
+  # the clone may sit under a directory the test user cannot enter: test a copy it owns
+  work=/var/tmp/boundary-test
+  rm -rf "$work/src"
+  mkdir -p "$work"
+  chown "$TEST_USER:" "$work"
+  cp -a "$here" "$work/src"
+  rm -rf "$work/src/.venv"
+  chown -R "$TEST_USER:" "$work/src"
+  log "running the suite as $TEST_USER"
+  exec runuser -u "$TEST_USER" -- env -i \
+    HOME="$(getent passwd "$TEST_USER" | cut -d: -f6)" USER="$TEST_USER" LOGNAME="$TEST_USER" \
+    PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8 CI="${CI:-}" \
+    bash "$work/src/scripts/test.sh" "$@"
+fi
+
+cd "$here"
+venv=${BOUNDARY_TEST_VENV:-$here/.venv}
+# Debian's interpreter: any user can run it (a pyenv under /root cannot be)
+py=/usr/bin/python3
+[ -x "$py" ] || py=$(command -v python3)
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating venv $venv"
+  "$py" -m venv "$venv"
+fi
+log "installing boundary and dev tools"
+"$venv/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
+
+log "ruff"
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
+log "mypy --strict"
+"$venv/bin/mypy"
+log "pytest as $(id -un) (uid $(id -u))"
+set +e
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  log "pytest collected no tests: failing"
+  exit 1
+fi
+exit "$rc"
