@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Benchmarks, reported as ratios within one run (DESIGN.md section 9).
+
+Implemented now (the proxy; jail startup comes with the jail modes):
+- bulk: N MiB from a loopback server, direct vs through the proxy (CONNECT fast path, mitmproxy-streamed)
+- connections: new proxied connections per second (CONNECT + one request each) vs direct
+- memory: the proxy process's peak RSS after the bulk runs
+
+Usage: python scripts/bench.py [--mib 1024] [--conns 500]
+All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import Upstream, boundary_proxy
+
+
+def curl_get(url: str, proxy: str | None, tunnel: bool) -> float:
+    args = ["curl", "-sS", "--noproxy", "", "-o", "/dev/null", "-w", "%{time_total}"]
+    if proxy:
+        args += ["-x", proxy] + (["-p"] if tunnel else [])
+    r = subprocess.run([*args, url], capture_output=True, text=True, check=True, timeout=900)
+    return float(r.stdout)
+
+
+def conns_per_s(n: int, port: int, proxy_port: int | None) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        if proxy_port is None:
+            s = socket.create_connection(("127.0.0.1", port))
+        else:
+            s = socket.create_connection(("127.0.0.1", proxy_port))
+            s.sendall(f"CONNECT big.test:{port} HTTP/1.1\r\n\r\n".encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(4096)
+        s.sendall(b"GET /c HTTP/1.1\r\nHost: big.test\r\n\r\n")
+        buf = b""
+        while b"hello" not in buf:
+            buf += s.recv(4096)
+        s.close()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--conns", type=int, default=500)
+    a = ap.parse_args()
+    up = Upstream().start()
+    url = f"http://big.test:{up.port}/big/{a.mib << 20}"
+    direct_url = f"http://127.0.0.1:{up.port}/big/{a.mib << 20}"
+    rows = []
+    t_direct = curl_get(direct_url, None, False)
+    rows.append(("bulk direct", f"{a.mib / t_direct:.0f} MiB/s", "1.00"))
+    for label, rule, tunnel in (
+        ("bulk fast path (CONNECT)", "domain=big.test", True),
+        ("bulk mitmproxy (streamed)", "domain=big.test path=/big/*", False),
+    ):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            boundary_proxy(Path(tmp), "--allow", rule, "--allow-private", "--host-map", "big.test=127.0.0.1") as p,
+        ):
+            t = curl_get(url, p.url, tunnel)
+            rows.append((label, f"{a.mib / t:.0f} MiB/s", f"{t_direct / t:.2f}"))
+            rows.append((f"  peak RSS, {label}", f"{p.peak_rss_kb() / 1024:.1f} MiB", ""))
+            if tunnel:
+                direct = conns_per_s(a.conns, up.port, None)
+                via = conns_per_s(a.conns, up.port, p.port)
+                rows.append(("new connections direct", f"{direct:.0f}/s", "1.00"))
+                rows.append(("new connections via proxy", f"{via:.0f}/s", f"{via / direct:.2f}"))
+    up.stop()
+    w = max(len(r[0]) for r in rows)
+    print(f"{'benchmark':<{w}}  {'value':>14}  ratio")
+    for name, value, ratio in rows:
+        print(f"{name:<{w}}  {value:>14}  {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
