@@ -6,16 +6,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${BOUNDARY_VENV:-$HOME/.local/share/boundary/venv}
 bindir=${BOUNDARY_BIN:-$HOME/.local/bin}
-if [ "$(id -u)" = 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  pkgs="python3 python3-venv gcc libc6-dev curl ca-certificates iptables nftables iproute2 libseccomp2"
-  missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
-  if [ -n "$missing" ]; then
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-  fi
-fi
+"$here/scripts/system-packages.sh" python3 python3-venv gcc libc6-dev curl ca-certificates iptables nftables \
+  iproute2 libseccomp2
 py=/usr/bin/python3
 [ -x "$py" ] || py=$(command -v python3)
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"

@@ -11,14 +11,8 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 if [ "$(id -u)" = 0 ]; then
   log "installing system packages"
-  export DEBIAN_FRONTEND=noninteractive
-  pkgs="python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates iptables nftables dnsutils iproute2 util-linux libseccomp2 git"
-  missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"; done)
-  if [ -n "$missing" ]; then
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-  fi
+  "$here/scripts/system-packages.sh" python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates iptables \
+    nftables dnsutils iproute2 util-linux libseccomp2 git
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged user $TEST_USER"
     useradd --create-home --shell /bin/bash "$TEST_USER"
