@@ -99,9 +99,7 @@ def run(
     try:
         cfg = build_config(flags)
         raise typer.Exit(run_command(cfg, command))
-    except ConfigError as e:
-        _fail(str(e), EXIT_BOUNDARY)
-    except BoundaryError as e:
+    except (ConfigError, BoundaryError) as e:
         _fail(str(e), EXIT_BOUNDARY)
 
 

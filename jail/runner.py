@@ -22,8 +22,6 @@ from proxy.upstream import Upstream
 from .config import Config
 from .errors import BoundaryError
 
-EXIT_BOUNDARY = 125
-
 
 def build_proxy(config: Config, *, mode: str, stderr: TextIO | None = None, quiet: bool = False) -> ProxyServer:
     audit = AuditSink(config.audit_log, run_id=config.run_id, mode=mode, stderr=stderr, quiet=quiet)

@@ -7,6 +7,7 @@ Decisions are recorded on ``flow.metadata["boundary"]``.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from typing import Any
@@ -187,7 +188,11 @@ def _host_header_name(value: str | None) -> str | None:
 
 
 def _is_ip(host: str) -> bool:
-    return ":" in host or host.replace(".", "").isdigit()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_ws(req: Any) -> bool:

@@ -68,11 +68,6 @@ class MitmEngine:
         self._task: asyncio.Task[None] | None = None
         self._master: Any = None
         self._instances: dict[str, Any] = {}
-        self._conns: set[asyncio.Task[None]] = set()
-
-    @property
-    def started(self) -> bool:
-        return self._ready.is_set()
 
     def _trust_bundle(self) -> str:
         sys_ca = system_cafile()

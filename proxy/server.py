@@ -18,7 +18,8 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from .audit import AuditSink
 from .denial import Pin, denial_body, http_response
@@ -43,6 +44,9 @@ PEEK_TIMEOUT = 1.0  # transparent: how long to wait for a ClientHello / request 
 PEEK_LIMIT = 64 * 1024
 SO_ORIGINAL_DST = 80
 IP6T_SO_ORIGINAL_DST = 80
+
+
+Handler = Callable[[socket.socket], Coroutine[Any, Any, None]]
 
 
 class MitmMode(enum.Enum):
@@ -114,7 +118,7 @@ class ProxyServer:
         await asyncio.gather(*self._accepting, *self._tasks, return_exceptions=True)
         await self.mitm.close()
 
-    async def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], object]) -> None:
+    async def _accept(self, listener: socket.socket, handler: Handler) -> None:
         loop = asyncio.get_running_loop()
         listener.setblocking(False)
         while True:
@@ -130,11 +134,9 @@ class ProxyServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _guard(self, conn: socket.socket, handler: Callable[[socket.socket], object]) -> None:
+    async def _guard(self, conn: socket.socket, handler: Handler) -> None:
         try:
-            coro = handler(conn)
-            assert asyncio.iscoroutine(coro)
-            await coro
+            await handler(conn)
         except (OSError, TimeoutError, MitmError) as e:
             log.debug("connection ended: %r", e)
             conn.close()
@@ -219,7 +221,7 @@ class ProxyServer:
             )
             return
         port = target.port
-        verdict, _rule = self.policy.l4(host, port)
+        verdict, _ = self.policy.l4(host, port)
         if target.connect:
             if verdict is L4Verdict.DENY:
                 d = self.policy.decide_connection(host, port)
