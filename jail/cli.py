@@ -87,7 +87,10 @@ def run(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")] = False,
 ) -> None:
-    """Run COMMAND in a jail: boundary run [OPTIONS] -- COMMAND [ARGS...]"""
+    """Run COMMAND in a jail: boundary run [OPTIONS] -- COMMAND [ARGS...]
+
+    No jail mode is in this build yet: it exits 125 and never runs COMMAND unconfined.
+    """
     from .runner import run_command
 
     _setup_logging(verbose, quiet)

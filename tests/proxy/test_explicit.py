@@ -222,3 +222,30 @@ def test_audit_lines_are_json_with_documented_fields(proxy, plain: Upstream) -> 
         assert rec["event"] in ("request", "connection")
     allowed = [json.loads(x) for x in lines if '"allow"' in x]
     assert any(r["rule"] == "domain=plain.test" for r in allowed)
+
+
+def test_host_header_cannot_redirect_an_intercepted_connection(proxy, tls: Upstream) -> None:  # type: ignore[no-untyped-def]
+    """Domain fronting: a tunnel decided for other.test carries a request for secure.test -> 403."""
+    s = _connect_tunnel(proxy.port, "other.test", tls.port)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    before = tls.last_request_path
+    with ctx.wrap_socket(s, server_hostname="other.test") as t:
+        t.sendall(b"GET /ok/front HTTP/1.1\r\nHost: secure.test\r\n\r\n")
+        head = read_until(t, b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403"), head
+    assert tls.last_request_path == before  # nothing reached the upstream
+
+
+def test_mitm_never_denies_what_needs_inspection(tmp_path: Path, tls: Upstream) -> None:
+    with boundary_proxy(
+        tmp_path, "--mitm", "never", "--allow", "domain=other.test path=/ok/*", "--allow-private",
+        "--host-map", "other.test=127.0.0.1",
+    ) as p:  # fmt: skip
+        before = tls.connections
+        code, _ = fetch("-x", p.url, "-k", f"https://other.test:{tls.port}/ok/a")
+        assert code != 200
+        assert tls.connections == before
+        assert p.wait_audit(lambda x: x["host"] == "other.test" and x["decision"] == "deny")
