@@ -4,8 +4,8 @@ mitmproxy is imported only when the first such flow arrives (~0.4 s), never
 listens on a port of its own, and receives connections that the front server
 already accepted and partly read (the bytes read are replayed in front).
 Its ``errorcheck`` addon is not loaded, so it cannot exit the process; a
-failure to start is raised to the caller, a later crash is logged and fails
-closed (handed-off connections are closed).
+failure to start is raised to the caller; a later crash is logged, the
+connections it carried close, and the next flow that needs L7 starts it anew.
 
 Side effects: creates the CA in ``confdir`` (0700 dir, key 0600), writes the
 upstream trust bundle there.
