@@ -89,7 +89,8 @@ def run(
 ) -> None:
     """Run COMMAND in a jail: boundary run [OPTIONS] -- COMMAND [ARGS...]
 
-    No jail mode is in this build yet: it exits 125 and never runs COMMAND unconfined.
+    Exit status: COMMAND's own (128+N if it died of signal N); 125 when boundary itself fails;
+    126/127 when COMMAND cannot be executed / is not found. Never runs COMMAND unconfined.
     """
     from .runner import run_command
 
@@ -101,7 +102,7 @@ def run(
     )  # fmt: skip
     try:
         cfg = build_config(flags)
-        raise typer.Exit(run_command(cfg, command))
+        raise typer.Exit(run_command(cfg, command, quiet=quiet))
     except (ConfigError, BoundaryError) as e:
         _fail(str(e), EXIT_BOUNDARY)
 

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
-    "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace",
+    "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall",
 }  # fmt: skip
+FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
 LOG_LEVELS = ("error", "warn", "warning", "info", "debug")
 
@@ -76,6 +77,7 @@ class Config:
     log_level: str = "warn"
     state_dir: Path = Path()
     run_id: str = ""
+    firewall: tuple[str, ...] = FIREWALL_BACKENDS  # nsjail: backends to try, in order
 
     def policy(self) -> Policy:
         return Policy(self.rules)
@@ -223,6 +225,10 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
     level = str(pick(flags.log_level, "BOUNDARY_LOG_LEVEL", "log_level", "warn")).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    fw_s = str(pick(None, "BOUNDARY_FIREWALL", "firewall", ",".join(FIREWALL_BACKENDS)))
+    firewall = tuple(b.strip() for b in fw_s.split(",") if b.strip())
+    if not firewall or any(b not in FIREWALL_BACKENDS for b in firewall):
+        raise ConfigError(f"firewall {fw_s!r}: expected a comma-separated list of {', '.join(FIREWALL_BACKENDS)}")
     sdir = state_dir(env)
     run_id = uuid.uuid4().hex[:12]
     audit = pick(flags.audit_log, "BOUNDARY_AUDIT_LOG", "audit_log", None)
@@ -255,4 +261,5 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         log_level=level,
         state_dir=sdir,
         run_id=run_id,
+        firewall=firewall,
     )

@@ -9,21 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from proxy.audit import AuditSink
-from proxy.mitm import MitmSettings
+from proxy.mitm import MitmError, MitmSettings
 from proxy.server import ProxyServer, bind_explicit
 from proxy.upstream import Upstream
 
-from .config import Config
+from .config import Config, JailType
 from .errors import BoundaryError
+from .modes import Jail, Listeners
+
+# sent by the terminal to its whole foreground process group (the command included): forwarded only
+# when we are not that group; the others always come from a process and are always forwarded
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGWINCH)
+ALWAYS_FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def build_proxy(config: Config, *, mode: str, stderr: TextIO | None = None, quiet: bool = False) -> ProxyServer:
+def build_proxy(
+    config: Config,
+    *,
+    mode: str,
+    stderr: TextIO | None = None,
+    quiet: bool = False,
+    names: Callable[[str], str | None] | None = None,
+) -> ProxyServer:
     audit = AuditSink(config.audit_log, run_id=config.run_id, mode=mode, stderr=stderr, quiet=quiet)
     upstream = Upstream(host_map=dict(config.host_map), allow_private=config.allow_private, proxy=config.upstream_proxy)
     return ProxyServer(
@@ -32,16 +46,77 @@ def build_proxy(config: Config, *, mode: str, stderr: TextIO | None = None, quie
         audit,
         mitm=config.mitm,
         mitm_settings=MitmSettings(confdir=config.state_dir / "ca", upstream_ca=config.upstream_ca),
+        names=names,
     )
 
 
-def run_command(config: Config, command: Sequence[str]) -> int:
-    """Run COMMAND in a jail. No jail mode is built yet: refuse rather than run unconfined."""
-    raise BoundaryError(
-        "run the command in a jail",
-        "no jail mode is available in this build",
-        hint="nsjail and landjail modes are not implemented yet; boundary never runs a command unconfined",
-    )
+def select_mode(config: Config, command: Sequence[str]) -> Jail:
+    if config.jail_type is JailType.LANDJAIL:
+        raise BoundaryError(
+            "start the landjail mode",
+            "landjail is not built yet",
+            hint="use --jail-type nsjail (or auto) where unprivileged user namespaces work",
+        )
+    from .modes.nsjail import NsJail
+
+    return NsJail(config, command)
+
+
+def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) -> int:
+    """Run COMMAND in a jail; returns its status (128+N for signal N). Never runs it unconfined."""
+    if not command:
+        raise BoundaryError("run the command", "no command given", hint="boundary run [OPTIONS] -- COMMAND [ARGS...]")
+    jail = select_mode(config, command)
+    try:
+        listeners = jail.prepare()
+        try:
+            jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them
+            return asyncio.run(_supervise(config, jail, listeners, quiet=quiet))
+        finally:
+            listeners.close()
+    finally:
+        jail.close()
+
+
+def _in_terminal_foreground() -> bool:
+    """True when our process group owns the terminal: then the terminal's own signals reached the command too."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+    return False
+
+
+def _forward(jail: Jail, sig: int) -> None:
+    if sig in TERMINAL_SIGNALS and _in_terminal_foreground():
+        return
+    jail.signal(sig)
+
+
+async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet: bool) -> int:
+    from proxy.dns import DnsResponder, FakeTable
+
+    table = FakeTable()
+    server = build_proxy(config, mode=jail.name, quiet=quiet, names=table.name)
+    dns = DnsResponder(table, on_query=lambda q, addr: server.audit.dns(q.name, q.qtype, addr))
+    loop = asyncio.get_running_loop()
+    for sig in (*TERMINAL_SIGNALS, *ALWAYS_FORWARDED):
+        loop.add_signal_handler(sig, _forward, jail, sig)
+    try:
+        await server.start(explicit=listeners.explicit, transparent=listeners.transparent)
+        await dns.start(listeners.dns)
+        return await jail.wait()
+    except MitmError as e:
+        raise BoundaryError("start mitmproxy", str(e)) from e
+    finally:
+        for sig in (*TERMINAL_SIGNALS, *ALWAYS_FORWARDED):
+            loop.remove_signal_handler(sig)
+        dns.close()
+        await server.aclose()
+        server.audit.close()
+        summary = server.audit.summary()
+        if summary:
+            print(summary, file=sys.stderr)
 
 
 def serve_proxy(config: Config, *, quiet: bool = False) -> int:

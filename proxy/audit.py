@@ -24,6 +24,7 @@ FIELDS = (
     "bytes_up", "bytes_down", "duration_ms", "mode", "run_id",
 )  # fmt: skip
 QUEUE_MAX = 10000
+DNS_SEEN_MAX = 65536
 _STOP = object()
 
 
@@ -44,6 +45,7 @@ class AuditSink:
         self._stderr = stderr or sys.stderr
         self._lock = threading.Lock()
         self._shown: set[tuple[str, int, str]] = set()
+        self._dns_seen: set[tuple[str, int]] = set()
         self.allowed = 0
         self.denied = 0
         self.denied_hosts: collections.Counter[str] = collections.Counter()
@@ -96,6 +98,21 @@ class AuditSink:
                 self.denied_hosts[d.host] += 1
         if not d.allowed and announce:
             self._announce(d, rec["reason"], scheme)
+        self.record(rec)
+
+    def dns(self, name: str, qtype: int, address: str | None) -> None:
+        """A query the jail's DNS responder answered itself (never forwarded); first one per (name, type)."""
+        with self._lock:
+            if (name, qtype) in self._dns_seen or len(self._dns_seen) >= DNS_SEEN_MAX:
+                return
+            self._dns_seen.add((name, qtype))
+        if address:
+            reason = f"answered locally with fake address {address}; no upstream query"
+        else:
+            reason = f"empty answer for query type {qtype}; no upstream query"
+        rec: dict[str, Any] = dict.fromkeys(FIELDS)
+        rec.update(ts=time.time(), event="dns", decision="allow", host=name, port=53, scheme="dns", reason=reason)
+        rec.update(bytes_up=0, bytes_down=0, duration_ms=0.0, mode=self.mode, run_id=self.run_id)
         self.record(rec)
 
     def record(self, rec: dict[str, Any]) -> None:

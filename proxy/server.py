@@ -192,8 +192,9 @@ class ProxyServer:
         )  # fmt: skip
 
     # -- explicit proxy --------------------------------------------------------
-    async def _explicit(self, conn: socket.socket) -> None:
-        buf = bytearray()
+    async def _explicit(self, conn: socket.socket, buf: bytearray | None = None) -> None:
+        """A proxy request: CONNECT or absolute-form; ``buf`` holds bytes already read."""
+        buf = bytearray() if buf is None else buf
         while True:
             res = parse_request_head(bytes(buf))
             if res.status is not Status.MORE:
@@ -264,6 +265,10 @@ class ProxyServer:
                 await self._pass(conn, self.policy.decide_connection(mapped, dst_port), b"", scheme="tcp")
                 return
         kind, name, head = await self._peek(conn, buf)
+        if head is not None and (head.method == "CONNECT" or not head.target.startswith("/")):
+            # a proxy-aware client dialled some proxy address (HTTPS_PROXY from the host): serve it as one
+            await self._explicit(conn, buf)
+            return
         host = mapped or name or dst_ip
         try:
             host = normalize_host(host)

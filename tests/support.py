@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 import os
 import socket
 import ssl
@@ -287,3 +288,104 @@ def boundary_proxy(tmp: Path, *args: str) -> Iterator[ProxyProc]:
         err.close()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    audit: Path
+
+    def audit_records(self) -> list[dict[str, object]]:
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+
+
+def boundary_env(tmp: Path) -> dict[str, str]:
+    """The test's env for boundary: its own state and config dirs under ``tmp``."""
+    return {**os.environ, "XDG_STATE_HOME": str(tmp / "state"), "XDG_CONFIG_HOME": str(tmp / "config")}
+
+
+def boundary_cmd(tmp: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "jail", "run", "--audit-log", str(tmp / "audit.jsonl"), *args]
+
+
+def boundary_run(tmp: Path, *args: str, timeout: float = 120, stdin: str | None = None) -> RunResult:
+    """`boundary run ARGS` (ARGS includes '--' and the command); waits for it to exit."""
+    r = subprocess.run(
+        boundary_cmd(tmp, *args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=boundary_env(tmp),
+        timeout=timeout,
+        check=False,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+    return RunResult(r.returncode, r.stdout, r.stderr, tmp / "audit.jsonl")
+
+
+class BannerEcho:
+    """TCP on 127.0.0.1: says ``banner`` first (server speaks first), then echoes each line."""
+
+    def __init__(self, banner: bytes = b"hello from echo\n") -> None:
+        self.banner = banner
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            try:
+                conn.sendall(self.banner)
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class Canary:
+    """A TCP listener and a UDP socket on host loopback that must never hear from a jail."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.tcp.setblocking(False)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.udp.setblocking(False)
+        self.tcp_port: int = self.tcp.getsockname()[1]
+        self.udp_port: int = self.udp.getsockname()[1]
+
+    def heard(self) -> list[str]:
+        """What reached the canary (the caller first makes sure the attempts are over)."""
+        out = []
+        try:
+            conn, peer = self.tcp.accept()
+            conn.close()
+            out.append(f"tcp connection from {peer}")
+        except BlockingIOError:
+            pass
+        try:
+            data, peer = self.udp.recvfrom(65536)
+            out.append(f"udp datagram {data!r} from {peer}")
+        except BlockingIOError:
+            pass
+        return out
+
+    def close(self) -> None:
+        self.tcp.close()
+        self.udp.close()

@@ -1,0 +1,278 @@
+"""nsjail mode: rootless user + network + mount + pid (+ ipc, uts) namespaces,
+with every TCP connection and DNS query of the command transparently redirected
+to the supervisor's proxy.
+
+Process tree (DESIGN.md section 2):
+  supervisor (this process, host namespaces): serves the proxy on sockets that
+  live in the jail's gateway netns, received over a socketpair
+  `- S, the setup child: user ns (0 -> the caller) + net ns J + mount/ipc/uts;
+     gateway net ns G joined by a veth; rules in G; listener and DNS sockets made
+     in G and sent up; mount plan; then a pid namespace for its child
+     `- P1, pid 1: fresh /proc, a nested user ns (the command keeps no capability
+        over J, G or the mounts), capabilities dropped, no_new_privs, then the
+        init loop (jail.kernel.init) that runs the command.
+S and P1 die with their parent (PDEATHSIG); P1's death tears the pid ns down.
+Side effects: fork, namespaces, helper exec (nft/iptables-restore) inside G.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ..config import Config
+from ..errors import BoundaryError
+from ..kernel import caps, channel, firewall, init, mounts, netns, syscalls, userns
+from . import Listeners
+
+PROXY_PORT = 15001
+DNS_PORT = 53
+SETUP_TIMEOUT = 30.0
+EXIT_BOUNDARY = 125
+
+HINT_USERNS = (
+    "unprivileged user namespaces are refused here (see sysctls kernel.unprivileged_userns_clone, "
+    "user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns); use --jail-type landjail"
+)
+HINT_FIREWALL = "install nftables or iptables (Debian: apt-get install nftables iptables); use --jail-type landjail"
+
+
+class _StepError(Exception):
+    def __init__(self, step: str, detail: str, hint: str = "") -> None:
+        super().__init__(step)
+        self.step, self.detail, self.hint = step, detail, hint
+
+
+def _step(step: str, fn: Callable[[], Any], hint: str = "") -> Any:
+    try:
+        return fn()
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "")
+        raise _StepError(step, f"{e.strerror or e}" + (f" ({name})" if name else ""), hint) from e
+    except firewall.FirewallError as e:
+        raise _StepError(step, e.detail, hint) from e
+
+
+class NsJail:
+    name = "nsjail"
+
+    def __init__(self, config: Config, command: Sequence[str]) -> None:
+        self.config = config
+        self.command = list(command)
+        self._chan: socket.socket | None = None
+        self._setup_pid = 0
+        self._pid1 = 0
+        self._status: int | None = None
+
+    # -- supervisor side ---------------------------------------------------
+    def prepare(self) -> Listeners:
+        parent, child = channel.pair()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # S: never returns into the caller's stack
+            code = EXIT_BOUNDARY
+            try:
+                parent.close()
+                code = _setup_child(child, me, self.config, self.command)
+            except BaseException as e:  # S must end here, never unwind into the caller
+                with contextlib.suppress(Exception):
+                    os.write(2, f"boundary: jail setup failed: {e!r}\n".encode())
+            finally:
+                os._exit(code)
+        child.close()
+        self._chan, self._setup_pid = parent, pid
+        try:
+            msg, fds = channel.recv(parent, SETUP_TIMEOUT)
+        except TimeoutError:
+            raise BoundaryError("set up the jail", "the setup process did not answer in time") from None
+        if msg is None or "error" in msg:
+            err = (msg or {}).get("error") or {}
+            status = self._reap_setup()
+            raise BoundaryError(
+                err.get("step", "set up the jail"),
+                err.get("detail", f"the setup process exited with status {status}"),
+                hint=err.get("hint", ""),
+            )
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        n_tcp = int(msg["ready"]["tcp"])
+        return Listeners(transparent=socks[:n_tcp], dns=socks[n_tcp:])
+
+    def spawn(self) -> None:
+        assert self._chan is not None
+        channel.send(self._chan, {"go": True})
+        try:
+            msg, _ = channel.recv(self._chan, SETUP_TIMEOUT)
+        except TimeoutError:
+            raise BoundaryError("start the command", "the jail did not start it in time") from None
+        if msg is None or "error" in msg:
+            err = (msg or {}).get("error") or {}
+            self._reap_setup()
+            raise BoundaryError(err.get("step", "start the command"), err.get("detail", "the jail exited"))
+        self._pid1 = int(msg["pid1"])
+
+    async def wait(self) -> int:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        pidfd = os.pidfd_open(self._setup_pid)
+        try:
+            loop.add_reader(pidfd, lambda: None if done.done() else done.set_result(None))
+            try:
+                await done
+            finally:
+                loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
+        return self._reap_setup()
+
+    def signal(self, sig: int) -> None:
+        if self._pid1 and self._status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._pid1, sig)
+
+    def close(self) -> None:
+        if self._setup_pid and self._status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._setup_pid, signal.SIGKILL)
+            self._reap_setup()
+        if self._chan is not None:
+            self._chan.close()
+            self._chan = None
+
+    def _reap_setup(self) -> int:
+        if self._status is None:
+            _, status = os.waitpid(self._setup_pid, 0)
+            self._status = init.exit_status(status)
+        return self._status
+
+
+# -- S: the setup child ------------------------------------------------------
+def _die_with_parent(parent_alive: Callable[[], bool]) -> None:
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if not parent_alive():
+        os._exit(EXIT_BOUNDARY)
+
+
+def _listeners(plan: netns.Addresses) -> list[socket.socket]:
+    """TCP listeners (v4, v6) then DNS sockets (v4, v6) on the gateway's veth addresses.
+
+    The DNS sockets are bound to the exact addresses REDIRECT rewrites to, or replies would miss conntrack.
+    """
+    out: list[socket.socket] = []
+    for fam, addr in ((socket.AF_INET, plan.gw_v4), (socket.AF_INET6, plan.gw_v6)):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, PROXY_PORT))
+        s.listen(1024)
+        out.append(s)
+    for fam, addr in ((socket.AF_INET, plan.gw_v4), (socket.AF_INET6, plan.gw_v6)):
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        u.bind((addr, DNS_PORT))
+        out.append(u)
+    return out
+
+
+def _setup_child(chan: socket.socket, parent: int, config: Config, command: Sequence[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the command; the supervisor decides
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    _die_with_parent(lambda: os.getppid() == parent)
+    try:
+        listeners, uid, gid = _prepare_namespaces(config)
+    except _StepError as e:
+        channel.send(chan, {"error": {"step": e.step, "detail": e.detail, "hint": e.hint}})
+        return EXIT_BOUNDARY
+    channel.send(chan, {"ready": {"tcp": 2, "dns": 2}}, [s.fileno() for s in listeners])
+    for s in listeners:
+        s.close()
+    msg, _ = channel.recv(chan)
+    if msg is None or not msg.get("go"):
+        return EXIT_BOUNDARY
+    # the pid namespace only now: an exec'd helper must never have been its pid 1
+    alive_r, alive_w = os.pipe()
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWPID)
+        pid1 = os.fork()
+    except OSError as e:
+        channel.send(chan, {"error": {"step": "create the jail's pid namespace", "detail": str(e.strerror)}})
+        return EXIT_BOUNDARY
+    if pid1 == 0:
+        os.close(alive_w)
+        chan.close()
+        _pid1(alive_r, command, uid, gid)
+    os.close(alive_r)
+    channel.send(chan, {"pid1": pid1})
+    chan.close()
+    while True:
+        try:
+            _, status = os.waitpid(pid1, 0)
+            return init.exit_status(status)
+        except InterruptedError:
+            continue
+
+
+def _prepare_namespaces(config: Config) -> tuple[list[socket.socket], int, int]:
+    """S's namespace work, in order; returns the gateway sockets and the caller's (uid, gid)."""
+    plan = netns.PLAN
+    lock_dir = "/dev/shm"  # iptables-legacy's lock: /run/xtables.lock is root's
+    uid, gid = _step(
+        "create the jail's user namespace",
+        lambda: userns.enter_as_root(
+            syscalls.CLONE_NEWNET | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
+        ),
+        HINT_USERNS,
+    )
+    jail_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    _step("create the gateway network namespace", lambda: syscalls.unshare(syscalls.CLONE_NEWNET), HINT_USERNS)
+    gw_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    from pyroute2 import IPRoute  # ~100 ms: only the setup child pays it
+
+    with IPRoute() as gw:
+        _step("enter the jail network namespace", lambda: syscalls.setns(jail_fd, syscalls.CLONE_NEWNET))
+        with IPRoute() as jail:
+            _step("create the veth pair (pyroute2)", lambda: netns.configure(jail, gw, gw_fd, plan))
+    _step("enter the gateway network namespace", lambda: syscalls.setns(gw_fd, syscalls.CLONE_NEWNET))
+    listeners: list[socket.socket] = _step("create the proxy's sockets in the gateway", lambda: _listeners(plan))
+    gw_rules = firewall.gateway_rules(firewall.Plan(plan.gw_if, PROXY_PORT, DNS_PORT))
+    backend: str = _step(
+        "apply the redirect rules in the gateway",
+        lambda: firewall.apply(gw_rules, lock_dir=lock_dir, backends=config.firewall),
+        HINT_FIREWALL,
+    )
+    _step("return to the jail network namespace", lambda: syscalls.setns(jail_fd, syscalls.CLONE_NEWNET))
+    _step(
+        "apply the jail's output filter",
+        lambda: firewall.apply(firewall.jail_rules(), lock_dir=lock_dir, backends=(backend,)),
+        HINT_FIREWALL,
+    )
+    os.close(jail_fd)
+    os.close(gw_fd)
+    mplan = mounts.plan_for(uid, (plan.gw_v4, plan.gw_v6), [str(p) for p in config.hide])
+    _step("apply the jail's mount plan", lambda: mounts.apply(mplan))
+    return listeners, uid, gid
+
+
+# -- P1: pid 1 of the jail ---------------------------------------------------
+def _pid1(alive_r: int, command: Sequence[str], uid: int, gid: int) -> NoReturn:
+    """``uid``/``gid``: the caller's ids on the host, which the command gets back in the nested userns."""
+    try:
+        # S holds the pipe's write end: readable (EOF) means S is already gone
+        _die_with_parent(lambda: not select.select([alive_r], [], [], 0)[0])
+        os.close(alive_r)
+        _step("mount /proc for the jail's pid namespace", mounts.mount_proc)
+        _step("drop privileges (nested user namespace)", lambda: userns.enter_nested(uid, gid))
+        _step("drop capabilities", caps.drop_all)
+        _step("set no_new_privs", caps.no_new_privs)
+    except _StepError as e:
+        msg = f"boundary: failed to {e.step}: {e.detail}" + (f" (hint: {e.hint})" if e.hint else "")
+        os.write(2, (msg + "\n").encode())
+        os._exit(EXIT_BOUNDARY)
+    init.run(command, before_exec=lambda: None)
