@@ -16,7 +16,19 @@ from dataclasses import dataclass, field
 
 CONNECT_TIMEOUT = 15.0
 RESOLVE_TIMEOUT = 10.0
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# Where an allowed name must not lead unless --allow-private: the host itself, internal networks, cloud
+# metadata, our own fake range. Written out rather than ``is_private``/``is_reserved``, which also cover the
+# documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24): not internal, and some sandboxed
+# networks answer public names with them.
+FORBIDDEN_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+        "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)  # fmt: skip
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -30,18 +42,14 @@ class UpstreamError(Exception):
 
 
 def is_forbidden(ip: IPAddress) -> bool:
-    """Loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved, unspecified."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT)
-    )
+    """Loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved, unspecified, our fake range;
+    IPv4 embedded in IPv6 (mapped, NAT64) is judged as IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return any(ip in net for net in FORBIDDEN_NETS if net.version == ip.version)
 
 
 def parse_host_map(items: list[str] | tuple[str, ...]) -> dict[str, str]:

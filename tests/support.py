@@ -312,14 +312,16 @@ def boundary_cmd(tmp: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "jail", "run", "--audit-log", str(tmp / "audit.jsonl"), *args]
 
 
-def boundary_run(tmp: Path, *args: str, timeout: float = 120, stdin: str | None = None) -> RunResult:
+def boundary_run(
+    tmp: Path, *args: str, timeout: float = 120, stdin: str | None = None, env: dict[str, str] | None = None
+) -> RunResult:
     """`boundary run ARGS` (ARGS includes '--' and the command); waits for it to exit."""
     r = subprocess.run(
         boundary_cmd(tmp, *args),
         input=stdin,
         capture_output=True,
         text=True,
-        env=boundary_env(tmp),
+        env={**boundary_env(tmp), **(env or {})},
         timeout=timeout,
         check=False,
         stdin=None if stdin is not None else subprocess.DEVNULL,

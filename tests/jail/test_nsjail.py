@@ -305,3 +305,16 @@ def test_ctrl_c_interrupts_the_command_not_boundary(tmp_path: Path) -> None:
     argv = boundary_cmd(tmp_path, *NS, "--", "sh", "-c", "echo ready; exec sleep 987654322")
     status, out = _pty_run(tmp_path, argv, [("ready", b"\x03")])
     assert status == 128 + signal.SIGINT, out
+
+
+@pytest.mark.parametrize("backend", ["nft", "iptables-nft", "iptables-legacy"])
+def test_every_firewall_backend_redirects(tmp_path: Path, backend: str, plain: Upstream) -> None:
+    script = (
+        f"getent hosts some.invalid && curl -sS --max-time 30 http://plain.test:{plain.port}/fw; "
+        "exec 3<>/dev/udp/192.0.2.1/9 && echo leaked >&3"
+    )
+    env = {"BOUNDARY_FIREWALL": backend}
+    r = boundary_run(tmp_path, *NS, *MAP, "--allow", "domain=plain.test", "--", "sh", "-c", script, env=env)
+    assert r.returncode != 0  # the UDP write failed
+    assert "198.18." in r.stdout
+    assert "hello from /fw" in r.stdout, r.stderr

@@ -24,8 +24,16 @@ FORBIDDEN = [
     ("fd00::1", True),
     ("::ffff:127.0.0.1", True),  # IPv4-mapped loopback
     ("::ffff:169.254.169.254", True),
+    ("240.0.0.1", True),
+    ("255.255.255.255", True),
+    ("::", True),
+    ("64:ff9b::a9fe:a9fe", True),  # NAT64 of 169.254.169.254
+    ("64:ff9b::5db8:d822", False),  # NAT64 of a public address
     ("93.184.216.34", False),
     ("2606:4700::1", False),
+    ("203.0.113.80", False),  # documentation ranges are not internal networks
+    ("198.51.100.1", False),
+    ("192.0.2.1", False),
 ]
 
 

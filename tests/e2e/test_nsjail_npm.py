@@ -1,0 +1,31 @@
+"""nsjail with real npm against the real registry: the allowlisted registry works, anything else is
+denied with a clear message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.support import boundary_run
+
+
+def test_npm_view_through_nsjail(tmp_path: Path, registry_host: str) -> None:
+    r = boundary_run(
+        tmp_path, "--jail-type", "nsjail", "--allow", registry_host, "--", "npm", "view", "is-number", "version",
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"\d+\.\d+\.\d+\n", r.stdout), r.stdout
+    allowed = [x for x in r.audit_records() if x["decision"] == "allow" and x["host"] == registry_host]
+    assert allowed
+
+
+def test_a_host_off_the_list_gets_a_clear_denial(tmp_path: Path, registry_host: str) -> None:
+    r = boundary_run(
+        tmp_path, "--jail-type", "nsjail", "--allow", registry_host,
+        "--", "sh", "-c", "curl -sS --max-time 30 https://example.invalid/; echo curl=$?",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"curl=(35|56)", r.stdout)
+    want = "boundary: denied tls example.invalid:443 (no allow rule matches); to allow: --allow domain=example.invalid"
+    assert want in r.stderr
