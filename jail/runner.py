@@ -74,6 +74,8 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
             return asyncio.run(_supervise(config, jail, listeners, quiet=quiet))
         finally:
             listeners.close()
+    except KeyboardInterrupt:  # ^C before the command was running: nothing of it is left either way
+        return 128 + signal.SIGINT
     finally:
         jail.close()
 

@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Benchmarks, reported as ratios within one run (DESIGN.md section 9).
 
-Implemented now (the proxy; jail startup comes with the jail modes):
+- startup: median wall time of `boundary run --jail-type nsjail -- true` vs bare `true` and
+  `bwrap --unshare-all --dev-bind / / true` (when bwrap is installed)
 - bulk: N MiB from a loopback server, direct vs through the proxy (CONNECT fast path, mitmproxy-streamed)
+  and from inside an nsjail (transparent redirect, fast path)
 - connections: new proxied connections per second (CONNECT + one request each) vs direct
 - memory: the proxy process's peak RSS after the bulk runs
 
-Usage: python scripts/bench.py [--mib 1024] [--conns 500]
+Usage: python scripts/bench.py [--mib 1024] [--conns 500] [--runs 21]
 All traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,15 +56,42 @@ def conns_per_s(n: int, port: int, proxy_port: int | None) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def boundary_run(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jail", "run", "-q", *args]
+
+
+def median_wall(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=120)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def startup_rows(runs: int, audit: str) -> list[tuple[str, str, str]]:
+    bare = median_wall(["true"], runs)
+    rows = [("startup bare true", f"{bare * 1000:.1f} ms", "1.00")]
+    if shutil.which("bwrap"):
+        t = median_wall(["bwrap", "--unshare-all", "--dev-bind", "/", "/", "true"], runs)
+        rows.append(("startup bwrap --unshare-all true", f"{t * 1000:.1f} ms", f"{t / bare:.1f}"))
+    t = median_wall(boundary_run("--audit-log", audit, "--jail-type", "nsjail", "--", "true"), runs)
+    rows.append(("startup boundary nsjail true", f"{t * 1000:.1f} ms", f"{t / bare:.1f}"))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--conns", type=int, default=500)
+    ap.add_argument("--runs", type=int, default=21, help="startup runs (median)")
     a = ap.parse_args()
     up = Upstream().start()
     url = f"http://big.test:{up.port}/big/{a.mib << 20}"
     direct_url = f"http://127.0.0.1:{up.port}/big/{a.mib << 20}"
     rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += startup_rows(a.runs, str(Path(tmp) / "audit.jsonl"))
     t_direct = curl_get(direct_url, None, False)
     rows.append(("bulk direct", f"{a.mib / t_direct:.0f} MiB/s", "1.00"))
     for label, rule, tunnel in (
@@ -79,6 +110,17 @@ def main() -> int:
                 via = conns_per_s(a.conns, up.port, p.port)
                 rows.append(("new connections direct", f"{direct:.0f}/s", "1.00"))
                 rows.append(("new connections via proxy", f"{via:.0f}/s", f"{via / direct:.2f}"))
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run(
+            boundary_run(
+                "--audit-log", str(Path(tmp) / "audit.jsonl"), "--jail-type", "nsjail", "--allow", "domain=big.test",
+                "--allow-private", "--host-map", "big.test=127.0.0.1",
+                "--", "curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}", url,
+            ),
+            capture_output=True, text=True, check=True, timeout=900,
+        )  # fmt: skip
+        t = float(r.stdout)
+        rows.append(("bulk inside nsjail (transparent)", f"{a.mib / t:.0f} MiB/s", f"{t_direct / t:.2f}"))
     up.stop()
     w = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{w}}  {'value':>14}  ratio")

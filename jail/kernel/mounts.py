@@ -60,33 +60,52 @@ def _bind_ro(source: str, target: str) -> None:
     syscalls.mount(None, target, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
 
 
+HIDDEN_DIR_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+
+
 def apply(plan: Plan) -> None:
-    """Apply in the current (private) mount namespace. Raises OSError naming the mount that failed."""
+    """Apply in the current (private) mount namespace. Raises OSError naming the mount that failed.
+
+    Order: hide, then place the files, then make the hiding tmpfs read-only. A file whose real
+    path lies in a hidden directory (resolv.conf -> /run/systemd/resolve/stub-resolv.conf) is
+    created inside that empty tmpfs first, so the symlink still leads to our content.
+    """
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    if plan.files:
-        syscalls.mount("tmpfs", STAGING, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,mode=700")
-        try:
-            for n, (target, content) in enumerate(plan.files.items()):
-                found = _existing(target)
-                if found is None or not stat.S_ISREG(found[1].st_mode):
-                    continue  # nothing to cover (and never create files on the host)
-                src = f"{STAGING}/f{n}"
-                with open(src, "wb") as f:
-                    f.write(content)
-                os.chmod(src, 0o644)
-                _bind_ro(src, found[0])
-        finally:
-            syscalls.umount2(STAGING, syscalls.MNT_DETACH)
+    hidden_dirs: list[str] = []
     for path in plan.hide:
         found = _existing(path)
         if found is None:
             continue
         real, st = found
         if stat.S_ISDIR(st.st_mode):
-            flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC | syscalls.MS_RDONLY
-            syscalls.mount("tmpfs", real, "tmpfs", flags, "size=4k,mode=755")
+            syscalls.mount("tmpfs", real, "tmpfs", HIDDEN_DIR_FLAGS, "size=16k,mode=755")
+            hidden_dirs.append(real)
         else:
             _bind_ro("/dev/null", real)
+    if plan.files:
+        _place_files(plan.files, hidden_dirs)
+    for d in hidden_dirs:
+        syscalls.mount(None, d, None, syscalls.MS_REMOUNT | HIDDEN_DIR_FLAGS | syscalls.MS_RDONLY, "size=16k,mode=755")
+
+
+def _place_files(files: Mapping[str, bytes], hidden_dirs: list[str]) -> None:
+    syscalls.mount("tmpfs", STAGING, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,mode=700")
+    try:
+        for n, (target, content) in enumerate(files.items()):
+            real = os.path.realpath(target)
+            if not os.path.exists(real) and any(real.startswith(d + "/") for d in hidden_dirs):
+                os.makedirs(os.path.dirname(real), exist_ok=True)  # inside our own empty tmpfs
+                open(real, "wb").close()
+            found = _existing(real)
+            if found is None or not stat.S_ISREG(found[1].st_mode):
+                continue  # nothing to cover (and never create files on the host)
+            src = f"{STAGING}/f{n}"
+            with open(src, "wb") as f:
+                f.write(content)
+            os.chmod(src, 0o644)
+            _bind_ro(src, found[0])
+    finally:
+        syscalls.umount2(STAGING, syscalls.MNT_DETACH)
 
 
 def mount_proc() -> None:

@@ -233,7 +233,7 @@ def _prepare_namespaces(config: Config) -> tuple[list[socket.socket], int, int]:
     jail_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     _step("create the gateway network namespace", lambda: syscalls.unshare(syscalls.CLONE_NEWNET), HINT_USERNS)
     gw_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    from pyroute2 import IPRoute  # ~100 ms: only the setup child pays it
+    IPRoute = netns.iproute_class()  # only the setup child pays for the import
 
     with IPRoute() as gw:
         _step("enter the jail network namespace", lambda: syscalls.setns(jail_fd, syscalls.CLONE_NEWNET))

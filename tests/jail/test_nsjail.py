@@ -10,6 +10,7 @@ import random
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -318,3 +319,32 @@ def test_every_firewall_backend_redirects(tmp_path: Path, backend: str, plain: U
     assert r.returncode != 0  # the UDP write failed
     assert "198.18." in r.stdout
     assert "hello from /fw" in r.stdout, r.stderr
+
+
+def test_hidden_paths_and_unix_sockets_are_out_of_reach(tmp_path: Path) -> None:
+    """Network namespaces do not isolate pathname unix sockets: --hide (and the defaults) must."""
+    secret = tmp_path / "secrets"
+    secret.mkdir()
+    (secret / "token").write_text("s3cret")
+    sock_path = tmp_path / "agent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen()
+    listener.setblocking(False)
+    try:
+        code = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+            "except OSError as e:\n    print('refused', e.errno)\n"
+        )
+        script = f'ls -A {secret}; cat {secret}/token; {PY} -c "$0" {sock_path}; touch {secret}/new'
+        r = boundary_run(tmp_path, *NS, "--hide", str(secret), "--hide", str(sock_path), "--", "sh", "-c", script, code)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert "s3cret" not in r.stdout
+    assert "refused" in r.stdout
+    assert "Read-only file system" in r.stderr
+    assert not (secret / "new").exists()
