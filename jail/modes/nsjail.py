@@ -69,7 +69,7 @@ class NsJail:
         self.command = list(command)
         self._chan: socket.socket | None = None
         self._setup_pid = 0
-        self._pid1 = 0
+        self._pid1_fd = -1  # a pidfd: signals never reach a recycled pid
         self._status: int | None = None
 
     # -- supervisor side ---------------------------------------------------
@@ -118,7 +118,8 @@ class NsJail:
             err = (msg or {}).get("error") or {}
             self._reap_setup()
             raise BoundaryError(err.get("step", "start the command"), err.get("detail", "the jail exited"))
-        self._pid1 = int(msg["pid1"])
+        with contextlib.suppress(ProcessLookupError):  # already gone: nothing to signal
+            self._pid1_fd = os.pidfd_open(int(msg["pid1"]))
 
     async def wait(self) -> int:
         loop = asyncio.get_running_loop()
@@ -135,9 +136,9 @@ class NsJail:
         return self._reap_setup()
 
     def signal(self, sig: int) -> None:
-        if self._pid1 and self._status is None:
+        if self._pid1_fd >= 0 and self._status is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(self._pid1, sig)
+                signal.pidfd_send_signal(self._pid1_fd, sig)
 
     def close(self) -> None:
         if self._setup_pid and self._status is None:
@@ -147,6 +148,9 @@ class NsJail:
         if self._chan is not None:
             self._chan.close()
             self._chan = None
+        if self._pid1_fd >= 0:
+            os.close(self._pid1_fd)
+            self._pid1_fd = -1
 
     def _reap_setup(self) -> int:
         if self._status is None:
