@@ -84,6 +84,9 @@ def run(
     memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 2g (0 = none).")] = None,
     host_map: HostMap = [],  # noqa: B006
     allow_private: AllowPrivate = None,
+    no_bind: Annotated[
+        bool | None, typer.Option("--no-bind/--bind", help="landjail: forbid listening on TCP ports.")
+    ] = None,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")] = False,
 ) -> None:
@@ -98,7 +101,7 @@ def run(
     flags = Flags(
         allow=allow, deny=deny, config=config, jail_type=jail_type, workspace=workspace, rw=rw, ro=ro, hide=hide,
         tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
-        pids_limit=pids_limit, memory=memory, host_map=host_map, allow_private=allow_private,
+        pids_limit=pids_limit, memory=memory, host_map=host_map, allow_private=allow_private, no_bind=no_bind,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
-    "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall",
+    "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -78,6 +78,7 @@ class Config:
     state_dir: Path = Path()
     run_id: str = ""
     firewall: tuple[str, ...] = FIREWALL_BACKENDS  # nsjail: backends to try, in order
+    no_bind: bool = False  # landjail: forbid TCP bind (local dev servers)
 
     def policy(self) -> Policy:
         return Policy(self.rules)
@@ -162,6 +163,7 @@ class Flags:
     allow_private: bool | None = None
     proxy_port: int | None = None
     log_level: str | None = None
+    no_bind: bool | None = None
 
 
 def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
@@ -262,4 +264,5 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         state_dir=sdir,
         run_id=run_id,
         firewall=firewall,
+        no_bind=_bool(pick(flags.no_bind, "BOUNDARY_NO_BIND", "no_bind", False), "no_bind"),
     )

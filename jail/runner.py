@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,8 @@ from proxy.upstream import Upstream
 from .config import Config, JailType
 from .errors import BoundaryError
 from .modes import Jail, Listeners
+
+log = logging.getLogger(__name__)
 
 # sent by the terminal to its whole foreground process group (the command included): forwarded only
 # when we are not that group; the others always come from a process and are always forwarded
@@ -50,33 +53,38 @@ def build_proxy(
     )
 
 
-def select_mode(config: Config, command: Sequence[str]) -> Jail:
-    if config.jail_type is JailType.LANDJAIL:
-        raise BoundaryError(
-            "start the landjail mode",
-            "landjail is not built yet",
-            hint="use --jail-type nsjail (or auto) where unprivileged user namespaces work",
-        )
-    from .modes.nsjail import NsJail
+def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listeners]:
+    """The jail for ``--jail-type``, prepared. auto: nsjail, or landjail where user namespaces are refused."""
+    from .modes.landjail import LandJail
+    from .modes.nsjail import USERNS_STEP, NsJail
 
-    return NsJail(config, command)
+    if config.jail_type is JailType.LANDJAIL:
+        jail: Jail = LandJail(config, command)
+        return jail, jail.prepare()
+    jail = NsJail(config, command)
+    try:
+        return jail, jail.prepare()
+    except BoundaryError as e:
+        jail.close()
+        if config.jail_type is JailType.NSJAIL or e.step != USERNS_STEP:
+            raise
+        log.info("user namespaces are refused here (%s); using landjail", e.detail)
+    jail = LandJail(config, command)
+    return jail, jail.prepare()
 
 
 def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) -> int:
     """Run COMMAND in a jail; returns its status (128+N for signal N). Never runs it unconfined."""
     if not command:
         raise BoundaryError("run the command", "no command given", hint="boundary run [OPTIONS] -- COMMAND [ARGS...]")
-    jail = select_mode(config, command)
+    jail, listeners = prepare_mode(config, command)
     try:
-        listeners = jail.prepare()
-        try:
-            jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them
-            return asyncio.run(_supervise(config, jail, listeners, quiet=quiet))
-        finally:
-            listeners.close()
+        jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them
+        return asyncio.run(_supervise(config, jail, listeners, quiet=quiet))
     except KeyboardInterrupt:  # ^C before the command was running: nothing of it is left either way
         return 128 + signal.SIGINT
     finally:
+        listeners.close()
         jail.close()
 
 

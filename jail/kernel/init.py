@@ -60,10 +60,12 @@ def resolve(name: str, path: str) -> str:
     raise FileNotFoundError(errno.ENOENT, "command not found")
 
 
-def exec_command(command: Sequence[str]) -> NoReturn:
-    """exec COMMAND; on failure say why on stderr and exit 127 (not found) or 126 (cannot execute)."""
+def exec_command(command: Sequence[str], env: dict[str, str] | None = None) -> NoReturn:
+    """exec COMMAND (with ``env``, else ours); on failure say why on stderr and exit 127 (not found)
+    or 126 (cannot execute)."""
+    environ = os.environ if env is None else env
     try:
-        os.execv(resolve(command[0], os.environ.get("PATH", os.defpath)), list(command))
+        os.execve(resolve(command[0], environ.get("PATH", os.defpath)), list(command), environ)
     except OSError as e:
         code = EXIT_NOT_FOUND if e.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_CANNOT_EXEC
         try:

@@ -36,6 +36,7 @@ from . import Listeners
 PROXY_PORT = 15001
 DNS_PORT = 53
 SETUP_TIMEOUT = 30.0
+USERNS_STEP = "create the jail's user namespace"
 EXIT_BOUNDARY = 125
 
 HINT_USERNS = (
@@ -228,7 +229,7 @@ def _prepare_namespaces(config: Config) -> tuple[list[socket.socket], int, int]:
     plan = netns.PLAN
     lock_dir = "/dev/shm"  # iptables-legacy's lock: /run/xtables.lock is root's
     uid, gid = _step(
-        "create the jail's user namespace",
+        USERNS_STEP,
         lambda: userns.enter_as_root(
             syscalls.CLONE_NEWNET | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
         ),

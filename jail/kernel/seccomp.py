@@ -1,0 +1,58 @@
+"""The seccomp baseline (libseccomp through pyseccomp), for what Landlock does not cover on
+this kernel generation: UDP and every non-TCP protocol over IP (MPTCP and SMC fall back to
+TCP and escape Landlock's TCP rules), TCP fast open (MSG_FASTOPEN sends connect without
+connect()), io_uring, exotic socket families, terminal injection (TIOCSTI/TIOCLINUX),
+and a few kernel interfaces a command has no business with (keyrings, bpf, perf,
+userfaultfd, kexec, modules).
+
+Syscalls of other ABIs (i386, x32) kill the process (libseccomp's bad-arch action).
+Side effects: loads a filter into the calling thread (needs no_new_privs first).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pyseccomp as sc
+
+ALLOWED_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
+MAX_FAMILY = 64
+BAD_SOCK_TYPES = (socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_RDM, socket.SOCK_SEQPACKET, 6, 10)
+MSG_FASTOPEN = 0x20000000
+TCP_FASTOPEN_CONNECT = 30
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+FORBIDDEN_CALLS = (
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "add_key", "request_key", "keyctl", "bpf",
+    "perf_event_open", "userfaultfd", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module",
+)  # fmt: skip
+
+
+def build() -> sc.SyscallFilter:
+    f = sc.SyscallFilter(defaction=sc.ALLOW)
+    deny = sc.ERRNO(errno.EACCES)
+    for fam in range(MAX_FAMILY):
+        if fam not in ALLOWED_FAMILIES:
+            f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, fam))
+    f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GE, MAX_FAMILY))
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for t in BAD_SOCK_TYPES:
+            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, t))
+        for proto in range(1, 6):
+            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.EQ, proto))
+        f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.GT, socket.IPPROTO_TCP))
+    f.add_rule(deny, "sendto", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
+    f.add_rule(deny, "sendmsg", sc.Arg(2, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
+    f.add_rule(deny, "sendmmsg", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
+    f.add_rule(deny, "setsockopt", sc.Arg(1, sc.EQ, socket.IPPROTO_TCP), sc.Arg(2, sc.EQ, TCP_FASTOPEN_CONNECT))
+    for req in (TIOCSTI, TIOCLINUX):
+        f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
+    for name in FORBIDDEN_CALLS:
+        f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
+    return f
+
+
+def load() -> None:
+    build().load()
