@@ -32,6 +32,14 @@ JAIL_KEYS = (
 )  # fmt: skip
 
 
+def restore_keys(env: Mapping[str, str]) -> list[str]:
+    """The variables the shim puts back when a parent strips them: the proxy settings, npm's
+    prefix and global config, git's injected config, Java's options."""
+    extra = [k for k in env if k.startswith("GIT_CONFIG_")]
+    extra += [k for k in ("NPM_CONFIG_PREFIX", "NPM_CONFIG_GLOBALCONFIG", "JAVA_TOOL_OPTIONS") if k in env]
+    return [*JAIL_KEYS, *extra]
+
+
 def proxy_env(env: Mapping[str, str], proxy_url: str) -> dict[str, str]:
     out = dict(env)
     for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):

@@ -77,7 +77,7 @@ class LandJail:
             preload = [p for p in env.get("LD_PRELOAD", "").split() if p]
             env["LD_PRELOAD"] = " ".join([str(shim), *[p for p in preload if p != str(shim)]])
             env["BOUNDARY_SHIM_PROXY"] = f"127.0.0.1:{self._port}"
-            env["BOUNDARY_SHIM_KEYS"] = ",".join(toolconfig.JAIL_KEYS)
+            env["BOUNDARY_SHIM_KEYS"] = ",".join(toolconfig.restore_keys(env))
         return env
 
     def landlock_policy(self) -> landlock.Policy:
