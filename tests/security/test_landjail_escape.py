@@ -1,0 +1,112 @@
+"""Escape attempts from inside a landjail, the holes Landlock alone leaves on this kernel
+generation (TCP fast open, MPTCP, UDP, other families, io_uring) plus terminal injection,
+abstract unix sockets and signals to processes outside. Canary listeners on host loopback
+must hear nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from tests.support import Canary, boundary_run
+
+PROBE = r"""
+import ctypes, errno, fcntl, json, os, socket, sys, termios
+tcp_port, udp_port, abstract, outside_pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+out = {}
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+def attempt(name, fn):
+    try:
+        out[name] = "ok: " + repr(fn())
+    except OSError as e:
+        out[name] = "error: " + errno.errorcode.get(e.errno, str(e.errno))
+
+def tfo(flags_call):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        return flags_call(s)
+    finally:
+        s.close()
+
+MSG_FASTOPEN = 0x20000000
+attempt("tfo sendto", lambda: tfo(lambda s: s.sendto(b"GET / HTTP/1.0\r\n\r\n", MSG_FASTOPEN, ("127.0.0.1", tcp_port))))
+attempt("tfo sendmsg", lambda: tfo(lambda s: s.sendmsg([b"x"], [], MSG_FASTOPEN, ("127.0.0.1", tcp_port))))
+attempt("tfo connect option", lambda: tfo(lambda s: s.setsockopt(socket.IPPROTO_TCP, 30, 1)))
+attempt("mptcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262))
+attempt("sctp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132))
+attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", udp_port)))
+attempt("udp6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+attempt("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+attempt("vsock", lambda: socket.socket(40, socket.SOCK_STREAM))
+attempt("smc", lambda: socket.socket(43, socket.SOCK_STREAM))
+
+def raw_connect():
+    # the syscall itself, as a static binary would: no libc wrapper, no shim
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    addr = bytes([2, 0]) + tcp_port.to_bytes(2, "big") + bytes([127, 0, 0, 1]) + bytes(8)
+    r = libc.syscall(42, s.fileno(), ctypes.c_char_p(addr), 16)
+    if r < 0:
+        raise OSError(ctypes.get_errno(), "connect")
+    return r
+attempt("raw connect syscall", raw_connect)
+
+def io_uring():
+    r = libc.syscall(425, 8, ctypes.create_string_buffer(120))
+    if r < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup")
+    return r
+attempt("io_uring_setup", io_uring)
+
+def tiocsti():
+    fd = os.open("/dev/tty", os.O_RDWR)
+    return fcntl.ioctl(fd, termios.TIOCSTI, b"x")
+attempt("TIOCSTI", tiocsti)
+
+def abstract_unix():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return s.connect("\0" + abstract)
+attempt("abstract unix", abstract_unix)
+attempt("signal outside", lambda: os.kill(outside_pid, 0))
+print(json.dumps(out))
+"""
+
+
+def test_nothing_escapes_the_landjail(tmp_path: Path) -> None:
+    canary = Canary()
+    abstract = f"boundary-canary-{os.getpid()}"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind("\0" + abstract)
+    unix.listen()
+    unix.setblocking(False)
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    try:
+        r = boundary_run(
+            tmp_path, "--jail-type", "landjail", "--",
+            sys.executable, str(probe), str(canary.tcp_port), str(canary.udp_port), abstract, str(os.getpid()),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        for name in ("tfo sendto", "tfo sendmsg", "tfo connect option", "mptcp", "sctp", "udp", "udp6", "raw",
+                     "raw connect syscall"):  # fmt: skip
+            assert out[name] == "error: EACCES", (name, out)
+        for name in ("packet", "vsock", "smc"):
+            assert out[name] == "error: EAFNOSUPPORT", (name, out)
+        assert out["io_uring_setup"] == "error: ENOSYS"
+        assert out["TIOCSTI"] in ("error: EPERM", "error: ENXIO"), out  # ENXIO: no terminal in this run
+        assert out["abstract unix"] == "error: EPERM", out  # Landlock scope (ABI 6)
+        assert out["signal outside"] == "error: EPERM", out  # Landlock scope (ABI 6)
+        assert canary.heard() == []
+        try:
+            unix.accept()
+            raise AssertionError("the abstract unix canary heard a connection")
+        except BlockingIOError:
+            pass
+    finally:
+        canary.close()
+        unix.close()
