@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks, reported as ratios within one run (DESIGN.md section 9).
 
-- startup: median wall time of `boundary run --jail-type nsjail -- true` vs bare `true` and
+- startup: median wall time of `boundary run --jail-type nsjail|landjail -- true` vs bare `true` and
   `bwrap --unshare-all --dev-bind / / true` (when bwrap is installed)
 - bulk: N MiB from a loopback server, direct vs through the proxy (CONNECT fast path, mitmproxy-streamed)
   and from inside an nsjail (transparent redirect, fast path)
@@ -75,8 +75,9 @@ def startup_rows(runs: int, audit: str) -> list[tuple[str, str, str]]:
     if shutil.which("bwrap"):
         t = median_wall(["bwrap", "--unshare-all", "--dev-bind", "/", "/", "true"], runs)
         rows.append(("startup bwrap --unshare-all true", f"{t * 1000:.1f} ms", f"{t / bare:.1f}"))
-    t = median_wall(boundary_run("--audit-log", audit, "--jail-type", "nsjail", "--", "true"), runs)
-    rows.append(("startup boundary nsjail true", f"{t * 1000:.1f} ms", f"{t / bare:.1f}"))
+    for mode in ("nsjail", "landjail"):
+        t = median_wall(boundary_run("--audit-log", audit, "--jail-type", mode, "--", "true"), runs)
+        rows.append((f"startup boundary {mode} true", f"{t * 1000:.1f} ms", f"{t / bare:.1f}"))
     return rows
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from ..kernel import caps, init, landlock, seccomp, syscalls
 from ..shim import shim_path
 from . import Listeners
 
+log = logging.getLogger(__name__)
 EXIT_BOUNDARY = 125
 HINT_LANDLOCK = "Landlock needs Linux 6.7+ with lsm=landlock; where user namespaces work, use --jail-type nsjail"
 SYSTEM_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
@@ -73,7 +75,9 @@ class LandJail:
         env = toolconfig.proxy_env(os.environ, f"http://127.0.0.1:{self._port}")
         env = toolconfig.npm_env(env, str(Path.home()))
         shim = shim_path()
-        if shim is not None:
+        if shim is None:
+            log.warning("the connect shim is not built (no C compiler at install?): proxy-unaware programs will fail")
+        else:
             preload = [p for p in env.get("LD_PRELOAD", "").split() if p]
             env["LD_PRELOAD"] = " ".join([str(shim), *[p for p in preload if p != str(shim)]])
             env["BOUNDARY_SHIM_PROXY"] = f"127.0.0.1:{self._port}"
