@@ -1,0 +1,55 @@
+"""--jail-type auto: nsjail where user namespaces work, landjail where the kernel refuses them.
+The refusal is real: boundary runs under a seccomp filter that fails unshare(CLONE_NEWUSER) with
+EPERM, as Ubuntu's AppArmor restriction or a container runtime would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import boundary_cmd, boundary_env
+
+NO_USERNS = r"""
+import errno, os, sys
+import pyseccomp as sc
+f = sc.SyscallFilter(defaction=sc.ALLOW)
+f.add_rule(sc.ERRNO(errno.EPERM), "unshare", sc.Arg(0, sc.MASKED_EQ, 0x10000000, 0x10000000))
+f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, 0x10000000, 0x10000000))
+f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+f.load()
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def run(tmp_path: Path, *args: str, no_userns: bool) -> subprocess.CompletedProcess[str]:
+    argv = boundary_cmd(tmp_path, *args)
+    if no_userns:
+        argv = [sys.executable, "-c", NO_USERNS, *argv]
+    return subprocess.run(
+        argv, env=boundary_env(tmp_path), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        check=False,
+    )  # fmt: skip
+
+
+PROBE = ("--", "sh", "-c", "echo proxy=${HTTPS_PROXY:-none}")
+
+
+def test_auto_uses_nsjail_where_user_namespaces_work(tmp_path: Path) -> None:
+    r = run(tmp_path, *PROBE, no_userns=False)
+    assert r.returncode == 0, r.stderr
+    assert "proxy=none" in r.stdout  # transparent: no proxy settings needed
+
+
+def test_auto_falls_back_to_landjail_where_they_are_refused(tmp_path: Path) -> None:
+    r = run(tmp_path, *PROBE, no_userns=True)
+    assert r.returncode == 0, r.stderr
+    assert "proxy=http://127.0.0.1:" in r.stdout
+
+
+def test_nsjail_where_they_are_refused_fails_with_a_hint(tmp_path: Path) -> None:
+    r = run(tmp_path, "--jail-type", "nsjail", "--", "true", no_userns=True)
+    assert r.returncode == 125
+    assert "failed to create the jail's user namespace: unshare(" in r.stderr
+    assert "Operation not permitted (EPERM)" in r.stderr
+    assert "--jail-type landjail" in r.stderr
