@@ -21,8 +21,11 @@ from proxy.mitm import MitmError, MitmSettings
 from proxy.server import ProxyServer, bind_explicit
 from proxy.upstream import Upstream
 
+from . import policy as fspolicy
+from . import toolconfig
 from .config import Config, JailType
 from .errors import BoundaryError
+from .kernel import limits
 from .modes import Jail, Listeners
 
 log = logging.getLogger(__name__)
@@ -58,10 +61,12 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     from .modes.landjail import LandJail
     from .modes.nsjail import USERNS_STEP, NsJail
 
+    fs = fspolicy.build(config, os.environ, os.getuid())
+    env = toolconfig.npm_env(fspolicy.jail_env(os.environ), fs.home)
     if config.jail_type is JailType.LANDJAIL:
-        jail: Jail = LandJail(config, command)
+        jail: Jail = LandJail(config, command, fs, env)
         return jail, jail.prepare()
-    jail = NsJail(config, command)
+    jail = NsJail(config, command, fs, env)
     try:
         return jail, jail.prepare()
     except BoundaryError as e:
@@ -69,7 +74,7 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         if config.jail_type is JailType.NSJAIL or e.step != USERNS_STEP:
             raise
         log.info("user namespaces are refused here (%s); using landjail", e.detail)
-    jail = LandJail(config, command)
+    jail = LandJail(config, command, fs, env)
     return jail, jail.prepare()
 
 
@@ -77,6 +82,9 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     """Run COMMAND in a jail; returns its status (128+N for signal N). Never runs it unconfined."""
     if not command:
         raise BoundaryError("run the command", "no command given", hint="boundary run [OPTIONS] -- COMMAND [ARGS...]")
+    warning = limits.memory_warning(config.memory)
+    if warning:
+        print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)
     jail, listeners = prepare_mode(config, command)
     try:
         jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them

@@ -304,12 +304,21 @@ class RunResult:
 
 
 def boundary_env(tmp: Path) -> dict[str, str]:
-    """The test's env for boundary: its own state and config dirs under ``tmp``."""
-    return {**os.environ, "XDG_STATE_HOME": str(tmp / "state"), "XDG_CONFIG_HOME": str(tmp / "config")}
+    """The test's env for boundary: its own state and config dirs beside ``tmp``, not in it: boundary hides its
+    state dir, and landjail cannot create entries directly in a directory that holds a hidden path."""
+    side = tmp.parent / f"{tmp.name}.boundary"
+    return {**os.environ, "XDG_STATE_HOME": str(side / "state"), "XDG_CONFIG_HOME": str(side / "config")}
+
+
+# the test run's temp root (pytest's basetemp: the session's CA, scripts, servers' files), kept visible and
+# writable inside jails, whose /tmp is private; set by tests/conftest.py
+VISIBLE_ROOT: Path | None = None
 
 
 def boundary_cmd(tmp: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "jail", "run", "--audit-log", str(tmp / "audit.jsonl"), *args]
+    """`boundary run` with the audit log in ``tmp`` and the test run's temp root visible."""
+    root = VISIBLE_ROOT or tmp.parent
+    return [sys.executable, "-m", "jail", "run", "--audit-log", str(tmp / "audit.jsonl"), "--rw", str(root), *args]
 
 
 def boundary_run(

@@ -74,7 +74,7 @@ def exec_command(command: Sequence[str], env: dict[str, str] | None = None) -> N
             os._exit(code)
 
 
-def run(command: Sequence[str], before_exec: Callable[[], None]) -> NoReturn:
+def run(command: Sequence[str], before_exec: Callable[[], None], env: dict[str, str] | None = None) -> NoReturn:
     """Become the init: fork COMMAND (``before_exec`` runs in the child), reap, forward, exit with its status."""
     waited = {signal.SIGCHLD, *FORWARD}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
@@ -83,7 +83,7 @@ def run(command: Sequence[str], before_exec: Callable[[], None]) -> NoReturn:
         try:
             reset_signals()
             before_exec()
-            exec_command(command)
+            exec_command(command, env)
         except BaseException as e:  # anything here must end this process, never unwind the parent's stack
             print(f"boundary: failed to start the command: {e}", file=sys.stderr, flush=True)
         os._exit(125)

@@ -1,17 +1,25 @@
-"""The mount plan: built as data by a pure function, applied in the jail's
-private mount namespace by the setup child.
+"""The nsjail mount plan: built as data by a pure function, applied by the setup child in the
+jail's private mount namespace, in one flat order:
 
-Generated files (resolv.conf) are written to a staging tmpfs mounted over /tmp
-in the private namespace, bind-mounted onto their targets, and the staging
-mount is detached again: nothing is ever written on the host.
-Hidden paths get an empty read-only tmpfs (directories) or /dev/null (files,
-sockets). The command cannot undo any of it: it holds no capability over this
-mount namespace, and in a namespace of its own these mounts are locked.
-Side effects: mount(2) in the caller's mount namespace.
+1. every mount propagation private; handles (O_PATH) kept on what later mounts will cover;
+2. writable paths bound onto themselves, so they stay writable when
+3. every other mount is remounted read-only (its locked flags kept);
+4. explicit read-only paths bound read-only;
+5. a minimal /dev: a tmpfs with null, zero, full, random, urandom, tty, ptmx and the
+   caller's devpts bound in (so the terminal works);
+6. private tmpfs on /tmp, /var/tmp, /dev/shm (1777), with writable paths that lived there bound back;
+7. hidden paths: an empty read-only tmpfs (directories) or /dev/null (files, sockets);
+8. generated files (resolv.conf, the CA bundle) bound read-only over their targets (written to a
+   staging directory in the private /tmp, which is removed again: nothing is written on the host);
+9. --tmpfs excludes: empty tmpfs, mode 1777, exec allowed.
+
+The command cannot undo any of it: it holds no capability over this mount namespace, and in a
+namespace of its own these mounts are locked. Side effects: mount(2) in the caller's namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -19,32 +27,48 @@ from dataclasses import dataclass, field
 
 from . import syscalls
 
-STAGING = "/tmp"
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
+HIDDEN_DIR_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+# per-mount flags a remount must repeat (an unprivileged remount may not clear locked ones)
+KEPT_FLAGS = {
+    "nosuid": syscalls.MS_NOSUID, "nodev": syscalls.MS_NODEV, "noexec": syscalls.MS_NOEXEC,
+    "noatime": syscalls.MS_NOATIME, "nodiratime": syscalls.MS_NODIRATIME, "relatime": syscalls.MS_RELATIME,
+}  # fmt: skip
+NOT_REMOUNTED = ("/proc", "/dev")  # replaced (a fresh proc by pid 1, a minimal /dev)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    files: Mapping[str, bytes] = field(default_factory=dict)  # target -> content (read-only)
+    writable: tuple[str, ...] = ()
+    read_only: tuple[str, ...] = ()
+    private_tmp: tuple[str, ...] = ()
     hide: tuple[str, ...] = ()
-
-
-def dns_and_socket_holes(uid: int) -> tuple[str, ...]:
-    """Paths that would carry traffic around a network namespace: pathname unix
-    sockets of resolvers (hosts: resolve / nscd), the session bus and agents,
-    and container engines."""
-    return (
-        "/run/nscd", "/var/run/nscd", "/run/systemd/resolve", "/run/dbus/system_bus_socket",
-        f"/run/user/{uid}", "/run/docker.sock", "/var/run/docker.sock", "/run/podman", "/run/containerd",
-        "/var/run/containerd", "/run/crio",
-    )  # fmt: skip
+    files: Mapping[str, bytes] = field(default_factory=dict)  # target -> content (read-only)
+    tmpfs: tuple[str, ...] = ()
+    minimal_dev: bool = True
 
 
 def resolv_conf(nameservers: Iterable[str]) -> bytes:
     return "".join(f"nameserver {ns}\n" for ns in nameservers).encode() + b"options attempts:2 timeout:2\n"
 
 
-def plan_for(uid: int, nameservers: Iterable[str], extra_hide: Iterable[str] = ()) -> Plan:
-    return Plan(files={"/etc/resolv.conf": resolv_conf(nameservers)}, hide=(*dns_and_socket_holes(uid), *extra_hide))
+def under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def mountpoints(mountinfo: str) -> list[tuple[str, int]]:
+    """(mount point, flags to keep) per line of /proc/self/mountinfo, in order."""
+    out = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        point = fields[4].encode().decode("unicode_escape")  # \040 for spaces and friends
+        flags = 0
+        for opt in fields[5].split(","):
+            flags |= KEPT_FLAGS.get(opt, 0)
+        out.append((point, flags))
+    return out
 
 
 def _existing(path: str) -> tuple[str, os.stat_result] | None:
@@ -55,24 +79,127 @@ def _existing(path: str) -> tuple[str, os.stat_result] | None:
         return None
 
 
+def _bind(source: str, target: str, *, recursive: bool = True) -> None:
+    syscalls.mount(source, target, None, syscalls.MS_BIND | (syscalls.MS_REC if recursive else 0))
+
+
+def _remount_ro(target: str, keep: int) -> None:
+    syscalls.mount(None, target, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY | keep)
+
+
 def _bind_ro(source: str, target: str) -> None:
-    syscalls.mount(source, target, None, syscalls.MS_BIND)
-    syscalls.mount(None, target, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
+    _bind(source, target, recursive=False)
+    _remount_ro(target, _flags_of(target))
 
 
-HIDDEN_DIR_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+def _flags_of(target: str) -> int:
+    st = os.statvfs(target)
+    flags = 0
+    for bit, ms in ((os.ST_NOSUID, syscalls.MS_NOSUID), (os.ST_NODEV, syscalls.MS_NODEV),
+                    (os.ST_NOEXEC, syscalls.MS_NOEXEC), (os.ST_NOATIME, syscalls.MS_NOATIME),
+                    (os.ST_NODIRATIME, syscalls.MS_NODIRATIME), (os.ST_RELATIME, syscalls.MS_RELATIME)):  # fmt: skip
+        if st.f_flag & bit:
+            flags |= ms
+    return flags
+
+
+def _touch(path: str, directory: bool) -> None:
+    os.makedirs(path if directory else os.path.dirname(path), exist_ok=True)
+    if not directory and not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+class _Kept:
+    """O_PATH handles on sources a later mount covers; bound back through /proc/self/fd."""
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
+
+    def keep(self, path: str) -> None:
+        if path not in self.fds:
+            with contextlib.suppress(OSError):
+                self.fds[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+    def source(self, path: str) -> str:
+        return f"/proc/self/fd/{self.fds[path]}"
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
 
 
 def apply(plan: Plan) -> None:
-    """Apply in the current (private) mount namespace. Raises OSError naming the mount that failed.
-
-    Order: hide, then place the files, then make the hiding tmpfs read-only. A file whose real
-    path lies in a hidden directory (resolv.conf -> /run/systemd/resolve/stub-resolv.conf) is
-    created inside that empty tmpfs first, so the symlink still leads to our content.
-    """
+    """Apply in the current (private) mount namespace. Raises OSError naming the mount that failed."""
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    writable = [real for p in plan.writable if (f := _existing(p)) and stat.S_ISDIR(f[1].st_mode) for real in [f[0]]]
+    read_only = [f[0] for p in plan.read_only if (f := _existing(p))]
+    kept = _Kept()
+    try:
+        for p in (*writable, *read_only):
+            kept.keep(p)
+        if plan.minimal_dev:
+            for d in DEVICES:
+                kept.keep(f"/dev/{d}")
+            kept.keep("/dev/pts")
+        for w in writable:
+            _bind(w, w)
+        with open("/proc/self/mountinfo", encoding="utf-8") as info:
+            points = mountpoints(info.read())
+        for point, keep in points:
+            if any(under(point, n) for n in NOT_REMOUNTED) or any(under(point, w) for w in writable):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # covered by a later mount in the list
+                _remount_ro(point, keep)
+        for r in read_only:
+            _bind_ro(r, r)
+        if plan.minimal_dev:
+            _minimal_dev(kept)
+        for t in plan.private_tmp:
+            _private_tmp(t, kept, writable, read_only)
+        hidden_dirs = _hide(plan.hide)
+        if plan.files:
+            _place_files(plan.files, hidden_dirs)
+        for d in hidden_dirs:
+            syscalls.mount(None, d, None, syscalls.MS_REMOUNT | HIDDEN_DIR_FLAGS | syscalls.MS_RDONLY, "mode=755")
+        for t in plan.tmpfs:
+            _touch(t, directory=True)
+            syscalls.mount("tmpfs", t, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+    finally:
+        kept.close()
+
+
+def _minimal_dev(kept: _Kept) -> None:
+    syscalls.mount("tmpfs", "/dev", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=755,size=64k")
+    for d in DEVICES:
+        if f"/dev/{d}" in kept.fds:
+            _touch(f"/dev/{d}", directory=False)
+            _bind(kept.source(f"/dev/{d}"), f"/dev/{d}", recursive=False)
+    if "/dev/pts" in kept.fds:
+        _touch("/dev/pts", directory=True)
+        _bind(kept.source("/dev/pts"), "/dev/pts", recursive=False)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        os.symlink(target, f"/dev/{name}")
+    os.makedirs("/dev/shm", exist_ok=True)
+
+
+def _private_tmp(t: str, kept: _Kept, writable: list[str], read_only: list[str]) -> None:
+    found = _existing(t)
+    if found is None or not stat.S_ISDIR(found[1].st_mode):
+        return
+    real = found[0]
+    syscalls.mount("tmpfs", real, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+    for p in (*writable, *read_only):  # what lived in the old /tmp and must stay visible
+        if under(p, real) and p != real and p in kept.fds:
+            _touch(p, directory=os.path.isdir(kept.source(p)))
+            _bind(kept.source(p), p)
+            if p in read_only:
+                _remount_ro(p, _flags_of(p))
+
+
+def _hide(paths: Iterable[str]) -> list[str]:
     hidden_dirs: list[str] = []
-    for path in plan.hide:
+    for path in paths:
         found = _existing(path)
         if found is None:
             continue
@@ -82,30 +209,31 @@ def apply(plan: Plan) -> None:
             hidden_dirs.append(real)
         else:
             _bind_ro("/dev/null", real)
-    if plan.files:
-        _place_files(plan.files, hidden_dirs)
-    for d in hidden_dirs:
-        syscalls.mount(None, d, None, syscalls.MS_REMOUNT | HIDDEN_DIR_FLAGS | syscalls.MS_RDONLY, "size=16k,mode=755")
+    return hidden_dirs
 
 
 def _place_files(files: Mapping[str, bytes], hidden_dirs: list[str]) -> None:
-    syscalls.mount("tmpfs", STAGING, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,mode=700")
+    """A file whose real path lies in a hidden directory (resolv.conf -> /run/systemd/resolve/...) is
+    created inside that empty tmpfs first, so the symlink still leads to our content."""
+    staging = f"/tmp/.boundary-staging-{os.getpid()}"
+    os.makedirs(staging, mode=0o700)
     try:
         for n, (target, content) in enumerate(files.items()):
             real = os.path.realpath(target)
-            if not os.path.exists(real) and any(real.startswith(d + "/") for d in hidden_dirs):
-                os.makedirs(os.path.dirname(real), exist_ok=True)  # inside our own empty tmpfs
-                open(real, "wb").close()
+            if not os.path.exists(real) and any(under(real, d) for d in hidden_dirs):
+                _touch(real, directory=False)  # inside our own empty tmpfs
             found = _existing(real)
             if found is None or not stat.S_ISREG(found[1].st_mode):
                 continue  # nothing to cover (and never create files on the host)
-            src = f"{STAGING}/f{n}"
+            src = f"{staging}/f{n}"
             with open(src, "wb") as f:
                 f.write(content)
             os.chmod(src, 0o644)
             _bind_ro(src, found[0])
     finally:
-        syscalls.umount2(STAGING, syscalls.MNT_DETACH)
+        for name in os.listdir(staging):
+            os.unlink(os.path.join(staging, name))
+        os.rmdir(staging)
 
 
 def mount_proc() -> None:

@@ -1,9 +1,11 @@
-"""The seccomp baseline (libseccomp through pyseccomp), for what Landlock does not cover on
-this kernel generation: UDP and every non-TCP protocol over IP (MPTCP and SMC fall back to
-TCP and escape Landlock's TCP rules), TCP fast open (MSG_FASTOPEN sends connect without
-connect()), io_uring, exotic socket families, terminal injection (TIOCSTI/TIOCLINUX),
-and a few kernel interfaces a command has no business with (keyrings, bpf, perf,
-userfaultfd, kexec, modules).
+"""The seccomp baseline (libseccomp through pyseccomp).
+
+Both modes: no terminal injection (TIOCSTI/TIOCLINUX), no new namespaces or mounts, and none
+of the kernel interfaces a command has no business with (keyrings, bpf, perf, userfaultfd,
+kexec, modules, io_uring).
+landjail adds what Landlock does not cover on this kernel generation: UDP and every non-TCP
+protocol over IP (MPTCP and SMC fall back to TCP and escape Landlock's TCP rules), TCP fast
+open (MSG_FASTOPEN connects without connect()) and exotic socket families.
 
 Syscalls of other ABIs (i386, x32) kill the process (libseccomp's bad-arch action).
 Side effects: loads a filter into the calling thread (needs no_new_privs first).
@@ -30,8 +32,36 @@ FORBIDDEN_CALLS = (
 )  # fmt: skip
 
 
-def build() -> sc.SyscallFilter:
+NS_FLAGS = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+MOUNT_CALLS = ("mount", "umount2", "pivot_root", "setns", "open_tree", "move_mount", "fsopen", "fsmount", "fspick",
+               "mount_setattr")  # fmt: skip
+
+
+def build(*, network: bool) -> sc.SyscallFilter:
+    """``network``: the landjail socket rules too (nsjail's network namespace already confines sockets)."""
     f = sc.SyscallFilter(defaction=sc.ALLOW)
+    _common(f)
+    if network:
+        _sockets(f)
+    return f
+
+
+def _common(f: sc.SyscallFilter) -> None:
+    for req in (TIOCSTI, TIOCLINUX):
+        f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
+    for name in FORBIDDEN_CALLS:
+        f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
+    # no new namespaces or mounts: neither mode needs them inside, and they are kernel attack surface
+    for name in MOUNT_CALLS:
+        f.add_rule(sc.ERRNO(errno.EPERM), name)
+    for bit in range(32):
+        if NS_FLAGS & (1 << bit):
+            f.add_rule(sc.ERRNO(errno.EPERM), "unshare", sc.Arg(0, sc.MASKED_EQ, 1 << bit, 1 << bit))
+            f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, 1 << bit, 1 << bit))
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags sit in a struct seccomp cannot read: libc falls back to clone
+
+
+def _sockets(f: sc.SyscallFilter) -> None:
     deny = sc.ERRNO(errno.EACCES)
     for fam in range(MAX_FAMILY):
         if fam not in ALLOWED_FAMILIES:
@@ -47,12 +77,7 @@ def build() -> sc.SyscallFilter:
     f.add_rule(deny, "sendmsg", sc.Arg(2, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "sendmmsg", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "setsockopt", sc.Arg(1, sc.EQ, socket.IPPROTO_TCP), sc.Arg(2, sc.EQ, TCP_FASTOPEN_CONNECT))
-    for req in (TIOCSTI, TIOCLINUX):
-        f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
-    for name in FORBIDDEN_CALLS:
-        f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
-    return f
 
 
-def load() -> None:
-    build().load()
+def load(*, network: bool) -> None:
+    build(network=network).load()

@@ -19,27 +19,25 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from proxy.server import bind_explicit
 
+from .. import policy as fspolicy
 from .. import toolconfig
 from ..config import Config
 from ..errors import BoundaryError
-from ..kernel import caps, init, landlock, seccomp, syscalls
+from ..kernel import caps, init, landlock, limits, seccomp, syscalls
+from ..policy import FsPolicy
 from ..shim import shim_path
 from . import Listeners
 
 log = logging.getLogger(__name__)
 EXIT_BOUNDARY = 125
 HINT_LANDLOCK = "Landlock needs Linux 6.7+ with lsm=landlock; where user namespaces work, use --jail-type nsjail"
-SYSTEM_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts")
-# tool state under HOME that package managers and build tools write (created when missing: the first two)
-HOME_STATE = (".npm", ".npm-global", ".cache", ".yarn", ".pnpm-store", ".local/share/pnpm", ".cargo", "go",
-              ".node-gyp", ".config/configstore")  # fmt: skip
-HOME_CREATE = (".npm", ".npm-global")
+HOME_CREATE = (".npm", ".npm-global")  # tool state npm needs at once; the rest is granted when it exists
 
 
 def available() -> tuple[bool, str]:
@@ -52,9 +50,11 @@ def available() -> tuple[bool, str]:
 class LandJail:
     name = "landjail"
 
-    def __init__(self, config: Config, command: Sequence[str]) -> None:
+    def __init__(self, config: Config, command: Sequence[str], fs: FsPolicy, env: dict[str, str]) -> None:
         self.config = config
         self.command = list(command)
+        self.fs = fs
+        self.env = env
         self._pid = 0
         self._pidfd = -1
         self._status: int | None = None
@@ -72,8 +72,7 @@ class LandJail:
         return Listeners(explicit=socks)
 
     def child_env(self) -> dict[str, str]:
-        env = toolconfig.proxy_env(os.environ, f"http://127.0.0.1:{self._port}")
-        env = toolconfig.npm_env(env, str(Path.home()))
+        env = toolconfig.proxy_env(self.env, f"http://127.0.0.1:{self._port}")
         shim = shim_path()
         if shim is None:
             log.warning("the connect shim is not built (no C compiler at install?): proxy-unaware programs will fail")
@@ -85,24 +84,34 @@ class LandJail:
         return env
 
     def landlock_policy(self) -> landlock.Policy:
-        home = Path.home()
-        cfg = self.config
-        write = [str(cfg.workspace), *SYSTEM_WRITABLE, *(str(home / d) for d in HOME_STATE), *map(str, cfg.rw)]
+        """The file policy as grants: Landlock cannot subtract, so each grant is its tree minus the hidden paths.
+        --tmpfs paths are granted writable (there is no mount namespace to empty them in)."""
+        fs = self.fs
+        write_roots = [fs.workspace, *fs.private_tmp, *fs.tool_state, *fs.writable[2:], *fs.tmpfs]
+        write: list[str] = []
+        for root in write_roots:
+            grants = fspolicy.tree_minus_holes(root, fs.hidden)
+            if grants != [root] and os.path.isdir(root) and not any(fspolicy.under(root, h) for h in fs.hidden):
+                log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
+                            "directly in it cannot be created", root)  # fmt: skip
+            write += grants
+        read = fspolicy.tree_minus_holes("/", fs.hidden) + list(fs.read_only)
         return landlock.Policy(
-            read=["/", *map(str, cfg.ro)],
+            read=read,
             write=write,
             devices=list(DEVICES),
             connect_ports=[self._port],
-            bind_ports=[] if cfg.no_bind else None,
+            bind_ports=[] if self.config.no_bind else None,
         )
 
     def spawn(self) -> None:
         env = self.child_env()
-        policy = self.landlock_policy()
-        home = Path.home()
         for d in HOME_CREATE:
             with contextlib.suppress(OSError):
-                (home / d).mkdir(parents=True, exist_ok=True)
+                (Path(self.fs.home) / d).mkdir(parents=True, exist_ok=True)
+        policy = self.landlock_policy()  # after creating the tool dirs, so they are granted
+        pids = self.config.pids_limit
+        already = limits.user_processes(os.getuid()) if pids is not None else 0
         err_r, err_w = os.pipe()  # O_CLOEXEC: closes with no data once exec succeeds
         sys.stdout.flush()
         sys.stderr.flush()
@@ -111,7 +120,7 @@ class LandJail:
         if pid == 0:
             try:
                 os.close(err_r)
-                _child(err_w, me, self.command, env, policy)
+                _child(err_w, me, self.command, env, policy, lambda: limits.limit_processes(pids, already=already))
             finally:
                 os._exit(EXIT_BOUNDARY)
         os.close(err_w)
@@ -154,7 +163,14 @@ class LandJail:
         return self._status
 
 
-def _child(err_w: int, parent: int, command: Sequence[str], env: dict[str, str], policy: landlock.Policy) -> None:
+def _child(
+    err_w: int,
+    parent: int,
+    command: Sequence[str],
+    env: dict[str, str],
+    policy: landlock.Policy,
+    set_limits: Callable[[], None],
+) -> None:
     """The command's process up to exec; reports a failed step on ``err_w`` and exits 125."""
     step = "set the parent-death signal"
     try:
@@ -166,10 +182,12 @@ def _child(err_w: int, parent: int, command: Sequence[str], env: dict[str, str],
         if os.geteuid() == 0:
             step = "drop capabilities"
             caps.drop_all()
+        step = "set process limits"
+        set_limits()
         step = "apply Landlock"
         landlock.restrict(policy)
         step = "load the seccomp filter"
-        seccomp.load()
+        seccomp.load(network=True)
         init.reset_signals()
     except OSError as e:
         detail = f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, '?')})"

@@ -30,7 +30,8 @@ from typing import Any, NoReturn
 
 from ..config import Config
 from ..errors import BoundaryError
-from ..kernel import caps, channel, firewall, init, mounts, netns, syscalls, userns
+from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, syscalls, userns
+from ..policy import FsPolicy
 from . import Listeners
 
 PROXY_PORT = 15001
@@ -65,9 +66,11 @@ def _step(step: str, fn: Callable[[], Any], hint: str = "") -> Any:
 class NsJail:
     name = "nsjail"
 
-    def __init__(self, config: Config, command: Sequence[str]) -> None:
+    def __init__(self, config: Config, command: Sequence[str], fs: FsPolicy, env: dict[str, str]) -> None:
         self.config = config
         self.command = list(command)
+        self.fs = fs
+        self.env = env
         self._chan: socket.socket | None = None
         self._setup_pid = 0
         self._pid1_fd = -1  # a pidfd: signals never reach a recycled pid
@@ -84,7 +87,7 @@ class NsJail:
             code = EXIT_BOUNDARY
             try:
                 parent.close()
-                code = _setup_child(child, me, self.config, self.command)
+                code = _setup_child(child, me, self)
             except BaseException as e:  # S must end here, never unwind into the caller
                 with contextlib.suppress(Exception):
                     os.write(2, f"boundary: jail setup failed: {e!r}\n".encode())
@@ -186,12 +189,12 @@ def _listeners(plan: netns.Addresses) -> list[socket.socket]:
     return out
 
 
-def _setup_child(chan: socket.socket, parent: int, config: Config, command: Sequence[str]) -> int:
+def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the command; the supervisor decides
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     _die_with_parent(lambda: os.getppid() == parent)
     try:
-        listeners, uid, gid = _prepare_namespaces(config)
+        listeners, uid, gid = _prepare_namespaces(jail.config, jail.fs)
     except _StepError as e:
         channel.send(chan, {"error": {"step": e.step, "detail": e.detail, "hint": e.hint}})
         return EXIT_BOUNDARY
@@ -212,7 +215,7 @@ def _setup_child(chan: socket.socket, parent: int, config: Config, command: Sequ
     if pid1 == 0:
         os.close(alive_w)
         chan.close()
-        _pid1(alive_r, command, uid, gid)
+        _pid1(alive_r, jail, uid, gid)
     os.close(alive_r)
     channel.send(chan, {"pid1": pid1})
     chan.close()
@@ -224,7 +227,7 @@ def _setup_child(chan: socket.socket, parent: int, config: Config, command: Sequ
             continue
 
 
-def _prepare_namespaces(config: Config) -> tuple[list[socket.socket], int, int]:
+def _prepare_namespaces(config: Config, fs: FsPolicy) -> tuple[list[socket.socket], int, int]:
     """S's namespace work, in order; returns the gateway sockets and the caller's (uid, gid)."""
     plan = netns.PLAN
     lock_dir = "/dev/shm"  # iptables-legacy's lock: /run/xtables.lock is root's
@@ -260,13 +263,16 @@ def _prepare_namespaces(config: Config) -> tuple[list[socket.socket], int, int]:
     )
     os.close(jail_fd)
     os.close(gw_fd)
-    mplan = mounts.plan_for(uid, (plan.gw_v4, plan.gw_v6), [str(p) for p in config.hide])
+    mplan = mounts.Plan(
+        writable=fs.writable, read_only=fs.read_only, private_tmp=fs.private_tmp, hide=fs.hidden,
+        files={"/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
+    )  # fmt: skip
     _step("apply the jail's mount plan", lambda: mounts.apply(mplan))
     return listeners, uid, gid
 
 
 # -- P1: pid 1 of the jail ---------------------------------------------------
-def _pid1(alive_r: int, command: Sequence[str], uid: int, gid: int) -> NoReturn:
+def _pid1(alive_r: int, jail: NsJail, uid: int, gid: int) -> NoReturn:
     """``uid``/``gid``: the caller's ids on the host, which the command gets back in the nested userns."""
     try:
         # S holds the pipe's write end: readable (EOF) means S is already gone
@@ -280,4 +286,9 @@ def _pid1(alive_r: int, command: Sequence[str], uid: int, gid: int) -> NoReturn:
         msg = f"boundary: failed to {e.step}: {e.detail}" + (f" (hint: {e.hint})" if e.hint else "")
         os.write(2, (msg + "\n").encode())
         os._exit(EXIT_BOUNDARY)
-    init.run(command, before_exec=lambda: None)
+
+    def before_exec() -> None:  # in the command's process: its own limits and filter
+        limits.limit_processes(jail.config.pids_limit)
+        seccomp.load(network=False)
+
+    init.run(jail.command, before_exec=before_exec, env=jail.env)
