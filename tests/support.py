@@ -10,6 +10,8 @@ import datetime
 import hashlib
 import json
 import os
+import pty
+import select
 import socket
 import ssl
 import subprocess
@@ -400,3 +402,42 @@ class Canary:
     def close(self) -> None:
         self.tcp.close()
         self.udp.close()
+
+
+def pty_run(tmp_path: Path, argv: list[str], script: list[tuple[str, bytes]], timeout: float = 60) -> tuple[int, str]:
+    """Run ARGV on a new pseudo-terminal; for each (expect, send): wait for ``expect`` then write ``send``."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once (no Python state of the test runner is used)
+        os.execve(argv[0], argv, boundary_env(tmp_path))
+    out = b""
+    try:
+        for expect, send in script:
+            out = read_until(fd, out, expect.encode(), timeout)
+            os.write(fd, send)
+        out = read_until(fd, out, None, timeout)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def read_until(fd: int, out: bytes, expect: bytes | None, timeout: float) -> bytes:
+    """Read the pty until ``expect`` appears (None: until EOF), within a bounded time."""
+    end = time.monotonic() + timeout
+    while expect is None or expect not in out:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {expect!r}; got {out!r}")
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other side closed
+            chunk = b""
+        if not chunk:
+            if expect is None:
+                return out
+            raise AssertionError(f"EOF before {expect!r}; got {out!r}")
+        out += chunk
+    return out

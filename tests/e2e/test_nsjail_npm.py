@@ -29,3 +29,17 @@ def test_a_host_off_the_list_gets_a_clear_denial(tmp_path: Path, registry_host: 
     assert re.search(r"curl=(35|56)", r.stdout)
     want = "boundary: denied tls example.invalid:443 (no allow rule matches); to allow: --allow domain=example.invalid"
     assert want in r.stderr
+
+
+def test_npm_install_global_inside_nsjail(tmp_path: Path, registry_host: str) -> None:
+    """/usr is read-only in the jail: the global prefix moves to ~/.npm-global, its bin onto PATH."""
+    home = tmp_path / "home"
+    home.mkdir()
+    r = boundary_run(
+        tmp_path, "--jail-type", "nsjail", "--allow", registry_host,
+        "--", "sh", "-c", "npm install -g cowsay && cowsay nsjail",
+        env={"HOME": str(home)}, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "< nsjail >" in r.stdout
+    assert (home / ".npm-global" / "bin" / "cowsay").exists()

@@ -5,15 +5,12 @@ only through the proxy (--host-map + --allow-private)."""
 from __future__ import annotations
 
 import os
-import pty
 import random
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from tests.support import (
     boundary_cmd,
     boundary_env,
     boundary_run,
+    pty_run,
     wait_for,
 )
 
@@ -242,48 +240,9 @@ def test_two_jails_run_concurrently(tmp_path: Path, ca: CA, tls: Upstream) -> No
         assert "10.199.0.2" in out
 
 
-def _pty_run(tmp_path: Path, argv: list[str], script: list[tuple[str, bytes]], timeout: float = 60) -> tuple[int, str]:
-    """Run ARGV on a new pseudo-terminal; for each (expect, send): wait for ``expect`` then write ``send``."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec at once (no Python state of the test runner is used)
-        os.execve(argv[0], argv, boundary_env(tmp_path))
-    out = b""
-    try:
-        for expect, send in script:
-            out = _read_until(fd, out, expect.encode(), timeout)
-            os.write(fd, send)
-        out = _read_until(fd, out, None, timeout)
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
-
-
-def _read_until(fd: int, out: bytes, expect: bytes | None, timeout: float) -> bytes:
-    """Read the pty until ``expect`` appears (None: until EOF), within a bounded time."""
-    end = time.monotonic() + timeout
-    while expect is None or expect not in out:
-        left = end - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"timed out waiting for {expect!r}; got {out!r}")
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: the other side closed
-            chunk = b""
-        if not chunk:
-            if expect is None:
-                return out
-            raise AssertionError(f"EOF before {expect!r}; got {out!r}")
-        out += chunk
-    return out
-
-
 def test_terminal_works_interactively_with_job_control(tmp_path: Path) -> None:
     argv = boundary_cmd(tmp_path, *NS, "--", "bash", "--norc", "--noprofile", "-i")
-    status, out = _pty_run(
+    status, out = pty_run(
         tmp_path,
         argv,
         # markers are computed ($((...))), so the terminal's echo of what we type never matches them
@@ -304,7 +263,7 @@ def test_terminal_works_interactively_with_job_control(tmp_path: Path) -> None:
 
 def test_ctrl_c_interrupts_the_command_not_boundary(tmp_path: Path) -> None:
     argv = boundary_cmd(tmp_path, *NS, "--", "sh", "-c", "echo ready; exec sleep 987654322")
-    status, out = _pty_run(tmp_path, argv, [("ready", b"\x03")])
+    status, out = pty_run(tmp_path, argv, [("ready", b"\x03")])
     assert status == 128 + signal.SIGINT, out
 
 
