@@ -22,7 +22,7 @@ from proxy.server import ProxyServer, bind_explicit
 from proxy.upstream import Upstream
 
 from . import policy as fspolicy
-from . import toolconfig
+from . import toolconfig, trust
 from .config import Config, JailType
 from .errors import BoundaryError
 from .kernel import limits
@@ -63,10 +63,18 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
 
     fs = fspolicy.build(config, os.environ, os.getuid())
     env = toolconfig.npm_env(fspolicy.jail_env(os.environ), fs.home)
+    try:
+        ca = trust.prepare(config, env)
+    except (OSError, MitmError) as e:
+        raise BoundaryError("prepare the CA bundle for interception", str(e), hint="check $XDG_STATE_HOME") from e
+    files: dict[str, bytes] = {}
+    if ca is not None:
+        env = ca.env(env)
+        files = ca.files()
     if config.jail_type is JailType.LANDJAIL:
         jail: Jail = LandJail(config, command, fs, env)
         return jail, jail.prepare()
-    jail = NsJail(config, command, fs, env)
+    jail = NsJail(config, command, fs, env, files)
     try:
         return jail, jail.prepare()
     except BoundaryError as e:

@@ -25,7 +25,7 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from ..config import Config
@@ -66,11 +66,20 @@ def _step(step: str, fn: Callable[[], Any], hint: str = "") -> Any:
 class NsJail:
     name = "nsjail"
 
-    def __init__(self, config: Config, command: Sequence[str], fs: FsPolicy, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        command: Sequence[str],
+        fs: FsPolicy,
+        env: dict[str, str],
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """``files``: extra files to bind over their targets (the CA bundle over the distro bundles)."""
         self.config = config
         self.command = list(command)
         self.fs = fs
         self.env = env
+        self.files = dict(files or {})
         self._chan: socket.socket | None = None
         self._setup_pid = 0
         self._pid1_fd = -1  # a pidfd: signals never reach a recycled pid
@@ -194,7 +203,7 @@ def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     _die_with_parent(lambda: os.getppid() == parent)
     try:
-        listeners, uid, gid = _prepare_namespaces(jail.config, jail.fs)
+        listeners, uid, gid = _prepare_namespaces(jail.config, jail.fs, jail.files)
     except _StepError as e:
         channel.send(chan, {"error": {"step": e.step, "detail": e.detail, "hint": e.hint}})
         return EXIT_BOUNDARY
@@ -227,7 +236,9 @@ def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
             continue
 
 
-def _prepare_namespaces(config: Config, fs: FsPolicy) -> tuple[list[socket.socket], int, int]:
+def _prepare_namespaces(
+    config: Config, fs: FsPolicy, files: Mapping[str, bytes]
+) -> tuple[list[socket.socket], int, int]:
     """S's namespace work, in order; returns the gateway sockets and the caller's (uid, gid)."""
     plan = netns.PLAN
     lock_dir = "/dev/shm"  # iptables-legacy's lock: /run/xtables.lock is root's
@@ -265,7 +276,7 @@ def _prepare_namespaces(config: Config, fs: FsPolicy) -> tuple[list[socket.socke
     os.close(gw_fd)
     mplan = mounts.Plan(
         writable=fs.writable, read_only=fs.read_only, private_tmp=fs.private_tmp, hide=fs.hidden,
-        files={"/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
+        files={**files, "/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
     )  # fmt: skip
     _step("apply the jail's mount plan", lambda: mounts.apply(mplan))
     return listeners, uid, gid
