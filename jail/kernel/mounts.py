@@ -236,6 +236,16 @@ def _place_files(files: Mapping[str, bytes], hidden_dirs: list[str]) -> None:
         os.rmdir(staging)
 
 
+SCRATCH = "/dev/shm"  # covered again by the minimal /dev
+
+
+def scratch() -> str:
+    """A private tmpfs for helpers' files (iptables-legacy's lock) before the plan is applied."""
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    syscalls.mount("tmpfs", SCRATCH, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC, "size=64k")
+    return SCRATCH
+
+
 def mount_proc() -> None:
     """A fresh /proc for the current pid namespace (call as its pid 1)."""
     syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)

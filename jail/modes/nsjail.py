@@ -241,7 +241,6 @@ def _prepare_namespaces(
 ) -> tuple[list[socket.socket], int, int]:
     """S's namespace work, in order; returns the gateway sockets and the caller's (uid, gid)."""
     plan = netns.PLAN
-    lock_dir = "/dev/shm"  # iptables-legacy's lock: /run/xtables.lock is root's
     uid, gid = _step(
         USERNS_STEP,
         lambda: userns.enter_as_root(
@@ -249,6 +248,8 @@ def _prepare_namespaces(
         ),
         HINT_USERNS,
     )
+    # iptables-legacy's lock (/run/xtables.lock is root's) goes to a tmpfs of our own mount namespace
+    lock_dir = _step("mount a scratch tmpfs for helpers", mounts.scratch)
     jail_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     _step("create the gateway network namespace", lambda: syscalls.unshare(syscalls.CLONE_NEWNET), HINT_USERNS)
     gw_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

