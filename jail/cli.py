@@ -161,6 +161,16 @@ def proxy(
         _fail(str(e), EXIT_BOUNDARY)
 
 
+@app.command()
+def doctor() -> None:
+    """Which jail modes work here, and exactly why not + how to fix (exit 0 when one does)."""
+    from .doctor import report
+
+    code, text = report()
+    typer.echo(text)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console entry point: usage errors of ``run`` exit 125 like boundary's own failures."""
     try:

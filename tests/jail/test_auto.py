@@ -53,3 +53,26 @@ def test_nsjail_where_they_are_refused_fails_with_a_hint(tmp_path: Path) -> None
     assert "failed to create the jail's user namespace: unshare(" in r.stderr
     assert "Operation not permitted (EPERM)" in r.stderr
     assert "--jail-type landjail" in r.stderr
+
+
+def doctor(*, no_userns: bool) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "jail", "doctor"]
+    if no_userns:
+        argv = [sys.executable, "-c", NO_USERNS, *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+
+def test_doctor_reports_what_works() -> None:
+    r = doctor(no_userns=False)
+    assert r.returncode == 0, r.stderr
+    assert "nsjail: ok" in r.stdout
+    assert "landjail: ok: Landlock ABI" in r.stdout
+    assert "auto would use: nsjail" in r.stdout
+
+
+def test_doctor_says_why_not_and_how_to_fix() -> None:
+    r = doctor(no_userns=True)
+    assert r.returncode == 0, r.stderr
+    assert "nsjail: unavailable: unprivileged user namespaces are refused: unshare(" in r.stdout
+    assert "hint: " in r.stdout
+    assert "auto would use: landjail" in r.stdout

@@ -1,0 +1,87 @@
+"""``boundary doctor``: which jail modes work on this machine, and exactly why not + how to fix.
+
+Side effects: forks a short-lived child that tries to create a user + network namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from dataclasses import dataclass
+
+from .kernel import landlock, syscalls
+from .modes.nsjail import HINT_FIREWALL, HINT_USERNS
+from .shim import shim_path
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+    def line(self) -> str:
+        state = "ok" if self.ok else "unavailable"
+        return f"{self.name}: {state}: {self.detail}" + (f" (hint: {self.hint})" if self.hint and not self.ok else "")
+
+
+def _try_userns() -> str | None:
+    """None when an unprivileged user + network namespace can be created, else why not."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
+        except OSError as e:
+            os.write(w, f"{e.strerror} ({errno.errorcode.get(e.errno or 0, '?')})".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode()
+    os.waitpid(pid, 0)
+    return why or None
+
+
+def _firewall_tool() -> str | None:
+    path = "/usr/sbin:/sbin:/usr/bin:/bin:" + os.environ.get("PATH", "")
+    for tool in ("nft", "iptables-nft-restore", "iptables-legacy-restore"):
+        if shutil.which(tool, path=path):
+            return tool
+    return None
+
+
+def checks() -> list[Check]:
+    out = []
+    why = _try_userns()
+    tool = _firewall_tool()
+    if why is not None:
+        out.append(Check("nsjail", False, f"unprivileged user namespaces are refused: {why}", HINT_USERNS))
+    elif tool is None:
+        out.append(Check("nsjail", False, "neither nft nor iptables-restore is installed", HINT_FIREWALL))
+    else:
+        out.append(Check("nsjail", True, f"unprivileged user namespaces work; firewall tool {tool}"))
+    abi = landlock.abi_version()
+    if abi < landlock.MIN_ABI:
+        out.append(Check("landjail", False, f"Landlock ABI {abi} (TCP rules need ABI {landlock.MIN_ABI}+)",
+                         "boot Linux 6.7+ with Landlock in the lsm= list"))  # fmt: skip
+    else:
+        shim = shim_path()
+        extra = "connect shim built" if shim else "connect shim NOT built (reinstall with a C compiler)"
+        out.append(Check("landjail", True, f"Landlock ABI {abi}; {extra}"))
+    out.append(Check("memory limits", False, "boundary does not manage cgroups: --memory is not enforced"))
+    return out
+
+
+def report() -> tuple[int, str]:
+    """(exit status, text): 0 when at least one mode works."""
+    cs = checks()
+    modes = [c for c in cs if c.name in ("nsjail", "landjail") and c.ok]
+    auto = modes[0].name if modes else "none: boundary run will refuse (exit 125)"
+    lines = [c.line() for c in cs] + [f"--jail-type auto would use: {auto}"]
+    return (0 if modes else 1), "\n".join(lines)
