@@ -324,11 +324,17 @@ def boundary_cmd(tmp: Path, *args: str) -> list[str]:
 
 
 def boundary_run(
-    tmp: Path, *args: str, timeout: float = 120, stdin: str | None = None, env: dict[str, str] | None = None
+    tmp: Path,
+    *args: str,
+    timeout: float = 120,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> RunResult:
     """`boundary run ARGS` (ARGS includes '--' and the command); waits for it to exit."""
     r = subprocess.run(
         boundary_cmd(tmp, *args),
+        cwd=cwd,
         input=stdin,
         capture_output=True,
         text=True,

@@ -11,7 +11,8 @@ jail's private mount namespace, in one flat order:
 7. hidden paths: an empty read-only tmpfs (directories) or /dev/null (files, sockets);
 8. generated files (resolv.conf, the CA bundle) bound read-only over their targets (written to a
    staging directory in the private /tmp, which is removed again: nothing is written on the host);
-9. --tmpfs excludes: empty tmpfs, mode 1777, exec allowed.
+9. --tmpfs excludes: empty tmpfs, mode 1777, exec allowed;
+10. the working directory resolved again, so it lands in the new mounts (a writable workspace stays writable).
 
 The command cannot undo any of it: it holds no capability over this mount namespace, and in a
 namespace of its own these mounts are locked. Side effects: mount(2) in the caller's namespace.
@@ -131,6 +132,7 @@ class _Kept:
 def apply(plan: Plan) -> None:
     """Apply in the current (private) mount namespace. Raises OSError naming the mount that failed."""
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    cwd = os.getcwd()
     writable = [real for p in plan.writable if (f := _existing(p)) and stat.S_ISDIR(f[1].st_mode) for real in [f[0]]]
     read_only = [f[0] for p in plan.read_only if (f := _existing(p))]
     kept = _Kept()
@@ -166,6 +168,11 @@ def apply(plan: Plan) -> None:
             syscalls.mount("tmpfs", t, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
     finally:
         kept.close()
+    # the working directory still points into the mounts it was resolved in: resolve it again
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir("/")
 
 
 def _minimal_dev(kept: _Kept) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,22 @@ def test_system_read_only_workspace_writable(tmp_path: Path, mode: str) -> None:
     assert "etc=1" in r.stdout
     assert "ws=ok" in r.stdout
     assert (ws / "out").read_text() == "hi\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("where", ["tmp", "var-tmp"])
+def test_the_working_directory_is_the_writable_workspace(tmp_path: Path, mode: str, where: str) -> None:
+    """Run from the project dir with no --workspace: relative writes land in it (under /tmp too, which is private)."""
+    ws = tmp_path / "ws" if where == "tmp" else Path(tempfile.mkdtemp(dir="/var/tmp"))
+    ws.mkdir(exist_ok=True)
+    try:
+        r = boundary_run(tmp_path, "--jail-type", mode, "--", "sh", "-c", "echo hi > out && pwd", cwd=ws)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == str(ws)
+        assert (ws / "out").read_text() == "hi\n"
+    finally:
+        if where != "tmp":
+            shutil.rmtree(ws)
 
 
 @pytest.mark.parametrize("mode", MODES)
