@@ -447,3 +447,16 @@ def read_until(fd: int, out: bytes, expect: bytes | None, timeout: float) -> byt
             raise AssertionError(f"EOF before {expect!r}; got {out!r}")
         out += chunk
     return out
+
+
+def processes_with(token: str) -> list[int]:
+    """PIDs whose command line contains ``token``."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if token.encode() in (p / "cmdline").read_bytes():
+                    out.append(int(p.name))
+            except OSError:
+                continue
+    return out

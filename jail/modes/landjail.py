@@ -112,6 +112,8 @@ class LandJail:
         policy = self.landlock_policy()  # after creating the tool dirs, so they are granted
         pids = self.config.pids_limit
         already = limits.user_processes(os.getuid()) if pids is not None else 0
+        # orphans of the command become our children, so nothing it starts outlives the run (see close())
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         err_r, err_w = os.pipe()  # O_CLOEXEC: closes with no data once exec succeeds
         sys.stdout.flush()
         sys.stderr.flush()
@@ -137,10 +139,12 @@ class LandJail:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         loop.add_reader(self._pidfd, lambda: None if done.done() else done.set_result(None))
+        loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
         try:
             await done
         finally:
             loop.remove_reader(self._pidfd)
+            loop.remove_signal_handler(signal.SIGCHLD)
         return self._reap()
 
     def signal(self, sig: int) -> None:
@@ -152,15 +156,40 @@ class LandJail:
         if self._pid and self._status is None:
             self.signal(signal.SIGKILL)
             self._reap()
+        for _ in range(100):  # what the command left running, and what those leave when they die
+            orphans = [p for p in _children() if p != self._pid]
+            if not orphans:
+                break
+            for p in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            for p in orphans:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(p, 0)
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+
+    def _reap_orphans(self) -> None:
+        for p in _children():
+            if p != self._pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(p, os.WNOHANG)
 
     def _reap(self) -> int:
         if self._status is None:
             _, status = os.waitpid(self._pid, 0)
             self._status = init.exit_status(status)
         return self._status
+
+
+def _children() -> list[int]:
+    """Our child processes (/proc/self/task/*/children)."""
+    out: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children", encoding="ascii") as f:
+            out += [int(p) for p in f.read().split()]
+    return out
 
 
 def _child(

@@ -4,6 +4,7 @@ Upstreams are loopback servers reached only through the proxy (--host-map + --al
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
@@ -12,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CA, Canary, Upstream, boundary_cmd, boundary_env, boundary_run, wait_for
+from tests.support import (
+    CA,
+    Canary,
+    Upstream,
+    boundary_cmd,
+    boundary_env,
+    boundary_run,
+    processes_with,
+    wait_for,
+)
 
 LJ = ("--jail-type", "landjail", "--allow-private", "--host-map", "secure.test=127.0.0.1",
       "--host-map", "other.test=127.0.0.1")  # fmt: skip
@@ -177,3 +187,13 @@ def test_capabilities_and_no_new_privs(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert re.search(r"CapEff:\s+0+\n", r.stdout)
     assert re.search(r"NoNewPrivs:\s+1", r.stdout)
+
+
+def test_nothing_the_command_leaves_running_outlives_the_run(tmp_path: Path) -> None:
+    token = str(random.randint(10**8, 10**9))
+    script = f"(sleep {token} &); setsid sleep {int(token) + 1} & echo started"
+    r = boundary_run(tmp_path, "--jail-type", "landjail", "--", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert "started" in r.stdout
+    assert not processes_with(token)
+    assert not processes_with(str(int(token) + 1))

@@ -23,6 +23,7 @@ from tests.support import (
     boundary_cmd,
     boundary_env,
     boundary_run,
+    processes_with,
     pty_run,
     wait_for,
 )
@@ -155,19 +156,7 @@ def test_orphans_are_reaped_and_killed_with_the_command(tmp_path: Path) -> None:
     r = boundary_run(tmp_path, *NS, "--", "sh", "-c", script)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "done\n"
-    assert not _processes_with(token)  # the orphaned sleep died with the pid namespace
-
-
-def _processes_with(token: str) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if token.encode() in (p / "cmdline").read_bytes():
-                    out.append(int(p.name))
-            except OSError:
-                continue
-    return out
+    assert not processes_with(token)  # the orphaned sleep died with the pid namespace
 
 
 def _ns_inodes() -> set[str]:
@@ -198,7 +187,7 @@ def started(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
         text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: (tmp_path / "ns").exists() and _processes_with(token))
+        wait_for(lambda: (tmp_path / "ns").exists() and processes_with(token))
         yield proc
     finally:
         if proc.poll() is None:
@@ -220,7 +209,7 @@ def test_sigkill_of_boundary_leaves_no_process_and_no_namespace(tmp_path: Path, 
     assert inodes <= _ns_inodes()
     started.kill()
     started.wait(timeout=60)
-    wait_for(lambda: not _processes_with(token))
+    wait_for(lambda: not processes_with(token))
     wait_for(lambda: not (inodes & _ns_inodes()))
 
 
