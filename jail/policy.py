@@ -39,6 +39,7 @@ class FsPolicy:
     home: str
     workspace: str
     writable: tuple[str, ...]  # nsjail: workspace, HOME, --rw
+    extra_rw: tuple[str, ...]  # --rw alone (landjail: workspace + tool state + these)
     tool_state: tuple[str, ...]  # landjail writes here instead of all of HOME
     read_only: tuple[str, ...]  # --ro: visible, never writable
     hidden: tuple[str, ...]
@@ -75,6 +76,7 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
         home=home,
         workspace=_abs(config.workspace),
         writable=_dedupe([_abs(config.workspace), home, *map(_abs, config.rw)]),
+        extra_rw=_dedupe(map(_abs, config.rw)),
         tool_state=tuple(os.path.join(home, d) for d in HOME_STATE),
         read_only=_dedupe(map(_abs, config.ro)),
         hidden=hidden,

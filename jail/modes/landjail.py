@@ -87,7 +87,7 @@ class LandJail:
         """The file policy as grants: Landlock cannot subtract, so each grant is its tree minus the hidden paths.
         --tmpfs paths are granted writable (there is no mount namespace to empty them in)."""
         fs = self.fs
-        write_roots = [fs.workspace, *fs.private_tmp, *fs.tool_state, *fs.writable[2:], *fs.tmpfs]
+        write_roots = [fs.workspace, *fs.private_tmp, *fs.tool_state, *fs.extra_rw, *fs.tmpfs]
         write: list[str] = []
         for root in write_roots:
             grants = fspolicy.tree_minus_holes(root, fs.hidden)
