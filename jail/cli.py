@@ -36,6 +36,13 @@ AllowPrivate = Annotated[
     bool | None, typer.Option("--allow-private/--no-allow-private", help="Let names resolve to private addresses.")
 ]
 
+AuditLog = Annotated[Path | None, typer.Option("--audit-log", help="JSON lines, one per decision.")]
+Mitm = Annotated[str | None, typer.Option("--mitm", help="auto | always | never.")]
+UpstreamProxyOpt = Annotated[str | None, typer.Option("--upstream-proxy", help="http://HOST:PORT to chain to.")]
+UpstreamCa = Annotated[Path | None, typer.Option("--upstream-ca", help="Extra CA for upstream TLS.")]
+Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -74,12 +81,10 @@ def run(
     ro: Annotated[list[Path], typer.Option("--ro", help="Extra read-only path.")] = [],  # noqa: B006
     hide: Annotated[list[Path], typer.Option("--hide", help="Extra hidden path.")] = [],  # noqa: B006
     tmpfs: Annotated[list[Path], typer.Option("--tmpfs", help="Empty tmpfs (mode 1777, exec) here.")] = [],  # noqa: B006
-    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSON lines, one per decision.")] = None,
-    mitm: Annotated[str | None, typer.Option("--mitm", help="auto | always | never.")] = None,
-    upstream_proxy: Annotated[
-        str | None, typer.Option("--upstream-proxy", help="http://HOST:PORT to chain to.")
-    ] = None,
-    upstream_ca: Annotated[Path | None, typer.Option("--upstream-ca", help="Extra CA for upstream TLS.")] = None,
+    audit_log: AuditLog = None,
+    mitm: Mitm = None,
+    upstream_proxy: UpstreamProxyOpt = None,
+    upstream_ca: UpstreamCa = None,
     pids_limit: Annotated[str | None, typer.Option("--pids-limit", help="Max processes (0 = none).")] = None,
     memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 2g (0 = none).")] = None,
     host_map: HostMap = [],  # noqa: B006
@@ -87,8 +92,8 @@ def run(
     no_bind: Annotated[
         bool | None, typer.Option("--no-bind/--bind", help="landjail: forbid listening on TCP ports.")
     ] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")] = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Run COMMAND in a jail: boundary run [OPTIONS] -- COMMAND [ARGS...]
 
@@ -136,16 +141,14 @@ def proxy(
     deny: Deny = [],  # noqa: B006
     config: ConfigOpt = None,
     port: Annotated[int | None, typer.Option("--port", help="Loopback port (default: random).")] = None,
-    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="JSON lines, one per decision.")] = None,
-    mitm: Annotated[str | None, typer.Option("--mitm", help="auto | always | never.")] = None,
-    upstream_proxy: Annotated[
-        str | None, typer.Option("--upstream-proxy", help="http://HOST:PORT to chain to.")
-    ] = None,
-    upstream_ca: Annotated[Path | None, typer.Option("--upstream-ca", help="Extra CA for upstream TLS.")] = None,
+    audit_log: AuditLog = None,
+    mitm: Mitm = None,
+    upstream_proxy: UpstreamProxyOpt = None,
+    upstream_ca: UpstreamCa = None,
     host_map: HostMap = [],  # noqa: B006
     allow_private: AllowPrivate = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")] = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Serve the filtering proxy alone on loopback (HTTP_PROXY-style), until Ctrl-C."""
     from .runner import serve_proxy

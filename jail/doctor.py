@@ -5,12 +5,12 @@ Side effects: forks a short-lived child that tries to create a user + network na
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 from dataclasses import dataclass
 
-from .kernel import landlock, syscalls
+from .config import FIREWALL_BACKENDS
+from .errors import describe
+from .kernel import firewall, landlock, syscalls
 from .modes.nsjail import HINT_FIREWALL, HINT_USERNS
 from .shim import shim_path
 
@@ -37,7 +37,7 @@ def _try_userns() -> str | None:
             os.close(r)
             syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
         except OSError as e:
-            os.write(w, f"{e.strerror} ({errno.errorcode.get(e.errno or 0, '?')})".encode())
+            os.write(w, describe(e).encode())
             code = 1
         finally:
             os._exit(code)
@@ -48,24 +48,16 @@ def _try_userns() -> str | None:
     return why or None
 
 
-def _firewall_tool() -> str | None:
-    path = "/usr/sbin:/sbin:/usr/bin:/bin:" + os.environ.get("PATH", "")
-    for tool in ("nft", "iptables-nft-restore", "iptables-legacy-restore"):
-        if shutil.which(tool, path=path):
-            return tool
-    return None
-
-
 def checks() -> list[Check]:
     out = []
     why = _try_userns()
-    tool = _firewall_tool()
+    backends = firewall.installed(FIREWALL_BACKENDS)
     if why is not None:
         out.append(Check("nsjail", False, f"unprivileged user namespaces are refused: {why}", HINT_USERNS))
-    elif tool is None:
+    elif not backends:
         out.append(Check("nsjail", False, "neither nft nor iptables-restore is installed", HINT_FIREWALL))
     else:
-        out.append(Check("nsjail", True, f"unprivileged user namespaces work; firewall tool {tool}"))
+        out.append(Check("nsjail", True, f"unprivileged user namespaces work; firewall tool {backends[0][0]}"))
     abi = landlock.abi_version()
     if abi < landlock.MIN_ABI:
         out.append(Check("landjail", False, f"Landlock ABI {abi} (TCP rules need ABI {landlock.MIN_ABI}+)",

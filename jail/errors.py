@@ -7,6 +7,8 @@ ConfigError (jail.config): bad input, a subclass of ValueError.
 
 from __future__ import annotations
 
+import errno
+
 
 class BoundaryError(Exception):
     def __init__(self, step: str, detail: str, *, hint: str = "") -> None:
@@ -14,3 +16,9 @@ class BoundaryError(Exception):
         self.detail = detail
         self.hint = hint
         super().__init__(f"failed to {step}: {detail}" + (f" (hint: {hint})" if hint else ""))
+
+
+def describe(e: OSError) -> str:
+    """``Operation not permitted (EPERM)``: the strerror and the errno's name, for "failed to <step>: ..."."""
+    name = errno.errorcode.get(e.errno or 0, "")
+    return f"{e.strerror or e}" + (f" ({name})" if name else "")

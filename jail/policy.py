@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
+from .kernel.mounts import under
 
 HOME_SECRETS = (
     ".ssh", ".aws", ".config/gh", ".docker/config.json", ".kube", ".netrc", ".git-credentials", ".config/gcloud",
@@ -91,10 +92,6 @@ def jail_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def _dedupe(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
-
-
-def under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def tree_minus_holes(root: str, holes: Iterable[str]) -> list[str]:

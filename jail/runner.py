@@ -18,7 +18,7 @@ from typing import TextIO
 
 from proxy.audit import AuditSink
 from proxy.mitm import MitmError, MitmSettings
-from proxy.server import ProxyServer, bind_explicit
+from proxy.server import ProxyServer
 from proxy.upstream import Upstream
 
 from . import policy as fspolicy
@@ -138,20 +138,21 @@ async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet:
         for sig in (*TERMINAL_SIGNALS, *ALWAYS_FORWARDED):
             loop.remove_signal_handler(sig)
         dns.close()
-        await server.aclose()
-        server.audit.close()
-        summary = server.audit.summary()
-        if summary:
-            print(summary, file=sys.stderr)
+        await _stop(server)
+
+
+async def _stop(server: ProxyServer) -> None:
+    """Stop serving, flush the audit log, print the one-line summary when anything was denied."""
+    await server.aclose()
+    server.audit.close()
+    summary = server.audit.summary()
+    if summary:
+        print(summary, file=sys.stderr)
 
 
 def serve_proxy(config: Config, *, quiet: bool = False) -> int:
     """``boundary proxy``: the filtering proxy alone on loopback until SIGINT/SIGTERM."""
-    try:
-        socks = bind_explicit(config.proxy_port)
-    except OSError as e:
-        raise BoundaryError("bind the proxy port", e.strerror or str(e), hint="choose another --proxy-port") from e
-    port = socks[0].getsockname()[1]
+    listeners = Listeners.loopback(config.proxy_port)
 
     async def main() -> None:
         server = build_proxy(config, mode="proxy", quiet=quiet)
@@ -160,18 +161,14 @@ def serve_proxy(config: Config, *, quiet: bool = False) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await server.start(explicit=socks)
-            print(f"boundary proxy listening on http://127.0.0.1:{port}", flush=True)
+            await server.start(explicit=listeners.explicit)
+            print(f"boundary proxy listening on http://127.0.0.1:{listeners.port}", flush=True)
             await stop.wait()
         finally:
-            await server.aclose()
-            server.audit.close()
-            summary = server.audit.summary()
-            if summary:
-                print(summary, file=sys.stderr)
-            for s in socks:
-                with contextlib.suppress(OSError):
-                    s.close()
+            await _stop(server)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        listeners.close()
     return 0

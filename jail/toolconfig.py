@@ -45,17 +45,22 @@ def proxy_env(env: Mapping[str, str], proxy_url: str) -> dict[str, str]:
     for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         out[key] = proxy_url
     out["NO_PROXY"] = out["no_proxy"] = LOOPBACK
-    for key in ("NPM_CONFIG_PROXY", "NPM_CONFIG_HTTPS_PROXY", "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY", "PIP_PROXY",
-                "GRPC_PROXY"):  # fmt: skip
+    for key in ("YARN_HTTP_PROXY", "YARN_HTTPS_PROXY", "PIP_PROXY", "GRPC_PROXY"):
         out[key] = proxy_url
-    for key in [k for k in out if k.lower() in ("npm_config_proxy", "npm_config_https_proxy", "npm_config_noproxy")]:
-        if key not in ("NPM_CONFIG_PROXY", "NPM_CONFIG_HTTPS_PROXY"):
-            del out[key]  # one spelling each: npm would pick either case
-    out["NPM_CONFIG_NOPROXY"] = LOOPBACK
+    set_npm(out, "NPM_CONFIG_PROXY", proxy_url)
+    set_npm(out, "NPM_CONFIG_HTTPS_PROXY", proxy_url)
+    set_npm(out, "NPM_CONFIG_NOPROXY", LOOPBACK)
     out["NODE_USE_ENV_PROXY"] = "1"
     _git(out, proxy_url)
     _java(out, proxy_url)
     return out
+
+
+def set_npm(env: dict[str, str], key: str, value: str) -> None:
+    """Set an ``NPM_CONFIG_*`` key, dropping its other spellings (npm reads them case-insensitively)."""
+    for k in [k for k in env if k.lower() == key.lower()]:
+        del env[k]
+    env[key] = value
 
 
 def _git(out: dict[str, str], proxy_url: str) -> None:

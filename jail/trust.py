@@ -20,6 +20,7 @@ from proxy.rules import Action
 from proxy.server import MitmMode
 
 from .config import Config
+from .toolconfig import set_npm
 
 CA_ENV = (
     "SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "PIP_CERT",
@@ -40,9 +41,10 @@ class Trust:
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         out = dict(env)
         for key in CA_ENV:
-            out[key] = str(self.bundle)
-        for key in [k for k in out if k.lower() == "npm_config_cafile" and k != "NPM_CONFIG_CAFILE"]:
-            del out[key]
+            if key.startswith("NPM_CONFIG_"):
+                set_npm(out, key, str(self.bundle))
+            else:
+                out[key] = str(self.bundle)
         return out
 
     def files(self) -> dict[str, bytes]:

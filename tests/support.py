@@ -460,3 +460,20 @@ def processes_with(token: str) -> list[int]:
             except OSError:
                 continue
     return out
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A listening pathname unix socket that must hear nothing (accept() raises BlockingIOError)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.listen()
+    s.setblocking(False)
+    return s
+
+
+# run inside a jail as `python3 -c UNIX_CONNECT PATH`: prints "connected" or "refused ERRNO"
+UNIX_CONNECT = (
+    "import socket, sys\n"
+    "try:\n    socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')\n"
+    "except OSError as e:\n    print('refused', e.errno)\n"
+)

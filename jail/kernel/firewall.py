@@ -139,8 +139,23 @@ def _run(argv: list[str], text: str, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def _find(name: str) -> str | None:
-    return shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin:" + os.environ.get("PATH", ""))
+# the helpers each back end runs: nft alone, or an IPv4 + IPv6 restore pair
+TOOLS = {
+    "nft": ("nft",),
+    "iptables-nft": ("iptables-nft-restore", "ip6tables-nft-restore"),
+    "iptables-legacy": ("iptables-legacy-restore", "ip6tables-legacy-restore"),
+}
+
+
+def installed(backends: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(back end, paths of its helpers) for each of ``backends``, in order, whose helpers are all installed."""
+    search = "/usr/sbin:/sbin:/usr/bin:/bin:" + os.environ.get("PATH", "")
+    out = []
+    for name in backends:
+        paths = [shutil.which(tool, path=search) for tool in TOOLS[name]]
+        if all(paths):
+            out.append((name, [p for p in paths if p]))
+    return out
 
 
 def apply(rules: Rules, *, lock_dir: str, backends: Sequence[str]) -> str:
@@ -149,24 +164,13 @@ def apply(rules: Rules, *, lock_dir: str, backends: Sequence[str]) -> str:
     Raises FirewallError listing every attempt."""
     env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL": "C"}
     errors: list[str] = []
-    nft = _find("nft")
-    if nft and "nft" in backends:
-        err = _run([nft, "-f", "-"], rules.nft, env)
-        if err is None:
-            return "nft"
-        errors.append(err)
-    for v4, v6, name in (
-        ("iptables-nft-restore", "ip6tables-nft-restore", "iptables-nft"),
-        ("iptables-legacy-restore", "ip6tables-legacy-restore", "iptables-legacy"),
-    ):
-        tools = _find(v4), _find(v6)
-        if name not in backends:
-            continue
-        if not (tools[0] and tools[1]):
-            continue
-        # legacy takes /run/xtables.lock, which an unprivileged user cannot open: use a private one
-        lock_env = {**env, "XTABLES_LOCKFILE": os.path.join(lock_dir, "xtables.lock")}
-        err = _run([tools[0], "-w"], rules.ipv4, lock_env) or _run([tools[1], "-w"], rules.ipv6, lock_env)
+    for name, tools in installed(backends):
+        if name == "nft":
+            err = _run([tools[0], "-f", "-"], rules.nft, env)
+        else:
+            # legacy takes /run/xtables.lock, which an unprivileged user cannot open: use a private one
+            lock_env = {**env, "XTABLES_LOCKFILE": os.path.join(lock_dir, "xtables.lock")}
+            err = _run([tools[0], "-w"], rules.ipv4, lock_env) or _run([tools[1], "-w"], rules.ipv6, lock_env)
         if err is None:
             return name
         errors.append(err)

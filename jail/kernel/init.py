@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from . import syscalls
+
 FORWARD = (
     signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
 )  # fmt: skip
@@ -33,6 +35,13 @@ def exit_status(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 125
+
+
+def die_with_parent(parent_alive: Callable[[], bool]) -> None:
+    """SIGKILL when the parent dies; exit now if it already has (it may have died before the prctl)."""
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if not parent_alive():
+        os._exit(125)
 
 
 def reset_signals() -> None:

@@ -11,7 +11,8 @@ import ctypes
 import os
 
 # CDLL("libc.so.6"), not find_library: find_library forks ldconfig (+10 ms)
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+libc.syscall.restype = ctypes.c_long
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -45,27 +46,25 @@ def _check(ret: int, call: str, arg: str = "") -> None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+    _check(libc.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", hex(nstype))
+    _check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", hex(nstype))
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     def enc(s: str | None) -> bytes | None:
         return None if s is None else os.fsencode(s)
 
-    ret = _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    ret = libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
     _check(ret, "mount", f"{source!r} on {target!r}")
 
 
 def umount2(target: str, flags: int) -> None:
-    _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), "umount2", repr(target))
+    _check(libc.umount2(os.fsencode(target), ctypes.c_int(flags)), "umount2", repr(target))
 
 
 def prctl(option: int, arg: int) -> None:
-    ret = _libc.prctl(
-        ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)
-    )
+    ret = libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     _check(ret, "prctl", str(option))

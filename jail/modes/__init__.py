@@ -9,6 +9,7 @@ the audit sink and the proxy once, and drives a mode through it:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass, field
@@ -22,6 +23,22 @@ class Listeners:
     explicit: list[socket.socket] = field(default_factory=list)
     transparent: list[socket.socket] = field(default_factory=list)
     dns: list[socket.socket] = field(default_factory=list)
+
+    @classmethod
+    def loopback(cls, port: int) -> Listeners:
+        """Explicit-proxy listeners on 127.0.0.1 and ::1 (``port`` 0: random). Raises BoundaryError."""
+        from proxy.server import bind_explicit
+
+        from ..errors import BoundaryError
+
+        try:
+            return cls(explicit=bind_explicit(port))
+        except OSError as e:
+            raise BoundaryError("bind the proxy port", e.strerror or str(e), hint="choose another --proxy-port") from e
+
+    @property
+    def port(self) -> int:
+        return int(self.explicit[0].getsockname()[1])
 
     def close(self) -> None:
         for s in (*self.explicit, *self.transparent, *self.dns):
@@ -41,3 +58,14 @@ class Jail(Protocol):
     def signal(self, sig: int) -> None: ...
 
     def close(self) -> None: ...
+
+
+async def exited(pidfd: int) -> None:
+    """Return once the process behind ``pidfd`` has exited (it is left for the caller to reap)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(pidfd, lambda: None if done.done() else done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -22,16 +21,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy.server import bind_explicit
-
 from .. import policy as fspolicy
 from .. import toolconfig
 from ..config import Config
-from ..errors import BoundaryError
+from ..errors import BoundaryError, describe
 from ..kernel import caps, init, landlock, limits, seccomp, syscalls
+from ..kernel.mounts import under
 from ..policy import FsPolicy
 from ..shim import shim_path
-from . import Listeners
+from . import Listeners, exited
 
 log = logging.getLogger(__name__)
 EXIT_BOUNDARY = 125
@@ -64,12 +62,9 @@ class LandJail:
         ok, why = available()
         if not ok:
             raise BoundaryError("start the landjail mode", why, hint=HINT_LANDLOCK)
-        try:
-            socks = bind_explicit(self.config.proxy_port)
-        except OSError as e:
-            raise BoundaryError("bind the proxy port", e.strerror or str(e), hint="choose another --proxy-port") from e
-        self._port = socks[0].getsockname()[1]
-        return Listeners(explicit=socks)
+        listeners = Listeners.loopback(self.config.proxy_port)
+        self._port = listeners.port
+        return listeners
 
     def child_env(self) -> dict[str, str]:
         env = toolconfig.proxy_env(self.env, f"http://127.0.0.1:{self._port}")
@@ -91,7 +86,7 @@ class LandJail:
         write: list[str] = []
         for root in write_roots:
             grants = fspolicy.tree_minus_holes(root, fs.hidden)
-            if grants != [root] and os.path.isdir(root) and not any(fspolicy.under(root, h) for h in fs.hidden):
+            if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in fs.hidden):
                 log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
                             "directly in it cannot be created", root)  # fmt: skip
             write += grants
@@ -137,13 +132,10 @@ class LandJail:
 
     async def wait(self) -> int:
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        loop.add_reader(self._pidfd, lambda: None if done.done() else done.set_result(None))
         loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
         try:
-            await done
+            await exited(self._pidfd)
         finally:
-            loop.remove_reader(self._pidfd)
             loop.remove_signal_handler(signal.SIGCHLD)
         return self._reap()
 
@@ -203,9 +195,7 @@ def _child(
     """The command's process up to exec; reports a failed step on ``err_w`` and exits 125."""
     step = "set the parent-death signal"
     try:
-        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            return
+        init.die_with_parent(lambda: os.getppid() == parent)
         step = "set no_new_privs"
         caps.no_new_privs()
         if os.geteuid() == 0:
@@ -219,8 +209,7 @@ def _child(
         seccomp.load(network=True)
         init.reset_signals()
     except OSError as e:
-        detail = f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, '?')})"
         hint = HINT_LANDLOCK if step == "apply Landlock" else ""
-        os.write(err_w, json.dumps({"step": step, "detail": detail, "hint": hint}).encode())
+        os.write(err_w, json.dumps({"step": step, "detail": describe(e), "hint": hint}).encode())
         return
     init.exec_command(command, env)

@@ -17,9 +17,7 @@ Side effects: fork, namespaces, helper exec (nft/iptables-restore) inside G.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
 import os
 import select
 import signal
@@ -29,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from ..config import Config
-from ..errors import BoundaryError
+from ..errors import BoundaryError, describe
 from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, syscalls, userns
 from ..policy import FsPolicy
-from . import Listeners
+from . import Listeners, exited
 
 PROXY_PORT = 15001
 DNS_PORT = 53
@@ -57,8 +55,7 @@ def _step(step: str, fn: Callable[[], Any], hint: str = "") -> Any:
     try:
         return fn()
     except OSError as e:
-        name = errno.errorcode.get(e.errno or 0, "")
-        raise _StepError(step, f"{e.strerror or e}" + (f" ({name})" if name else ""), hint) from e
+        raise _StepError(step, describe(e), hint) from e
     except firewall.FirewallError as e:
         raise _StepError(step, e.detail, hint) from e
 
@@ -135,15 +132,9 @@ class NsJail:
             self._pid1_fd = os.pidfd_open(int(msg["pid1"]))
 
     async def wait(self) -> int:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
         pidfd = os.pidfd_open(self._setup_pid)
         try:
-            loop.add_reader(pidfd, lambda: None if done.done() else done.set_result(None))
-            try:
-                await done
-            finally:
-                loop.remove_reader(pidfd)
+            await exited(pidfd)
         finally:
             os.close(pidfd)
         return self._reap_setup()
@@ -173,12 +164,6 @@ class NsJail:
 
 
 # -- S: the setup child ------------------------------------------------------
-def _die_with_parent(parent_alive: Callable[[], bool]) -> None:
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if not parent_alive():
-        os._exit(EXIT_BOUNDARY)
-
-
 def _listeners(plan: netns.Addresses) -> list[socket.socket]:
     """TCP listeners (v4, v6) then DNS sockets (v4, v6) on the gateway's veth addresses.
 
@@ -201,7 +186,7 @@ def _listeners(plan: netns.Addresses) -> list[socket.socket]:
 def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is for the command; the supervisor decides
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    _die_with_parent(lambda: os.getppid() == parent)
+    init.die_with_parent(lambda: os.getppid() == parent)
     try:
         listeners, uid, gid = _prepare_namespaces(jail.config, jail.fs, jail.files)
     except _StepError as e:
@@ -288,7 +273,7 @@ def _pid1(alive_r: int, jail: NsJail, uid: int, gid: int) -> NoReturn:
     """``uid``/``gid``: the caller's ids on the host, which the command gets back in the nested userns."""
     try:
         # S holds the pipe's write end: readable (EOF) means S is already gone
-        _die_with_parent(lambda: not select.select([alive_r], [], [], 0)[0])
+        init.die_with_parent(lambda: not select.select([alive_r], [], [], 0)[0])
         os.close(alive_r)
         _step("mount /proc for the jail's pid namespace", mounts.mount_proc)
         _step("drop privileges (nested user namespace)", lambda: userns.enter_nested(uid, gid))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import CA, Upstream, make_ca, server_tls
+from tests.support import CA, Upstream, server_tls
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -19,11 +19,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _non_root() -> None:
     if os.geteuid() == 0:
         pytest.fail("jail tests must run as an unprivileged user (scripts/test.sh does this as root)")
-
-
-@pytest.fixture(scope="session")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
-    return make_ca(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,17 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
-def run(tmp_path: Path, *args: str, no_userns: bool) -> subprocess.CompletedProcess[str]:
-    argv = boundary_cmd(tmp_path, *args)
+def call(argv: list[str], *, no_userns: bool, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ARGV, under the filter that refuses user namespaces when ``no_userns``."""
     if no_userns:
         argv = [sys.executable, "-c", NO_USERNS, *argv]
     return subprocess.run(
-        argv, env=boundary_env(tmp_path), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        check=False,
-    )  # fmt: skip
+        argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False
+    )
+
+
+def run(tmp_path: Path, *args: str, no_userns: bool) -> subprocess.CompletedProcess[str]:
+    return call(boundary_cmd(tmp_path, *args), no_userns=no_userns, env=boundary_env(tmp_path))
 
 
 PROBE = ("--", "sh", "-c", "echo proxy=${HTTPS_PROXY:-none}")
@@ -56,10 +59,7 @@ def test_nsjail_where_they_are_refused_fails_with_a_hint(tmp_path: Path) -> None
 
 
 def doctor(*, no_userns: bool) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "jail", "doctor"]
-    if no_userns:
-        argv = [sys.executable, "-c", NO_USERNS, *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    return call([sys.executable, "-m", "jail", "doctor"], no_userns=no_userns)
 
 
 def test_doctor_reports_what_works() -> None:

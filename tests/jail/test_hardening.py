@@ -8,13 +8,12 @@ import os
 import re
 import resource
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support import boundary_cmd, boundary_run, pty_run
+from tests.support import UNIX_CONNECT, boundary_cmd, boundary_run, pty_run, unix_listener
 
 MODES = ["nsjail", "landjail"]
 SECRETS = {
@@ -93,14 +92,9 @@ def test_container_engine_socket_is_out_of_reach(tmp_path: Path) -> None:
     """nsjail: DOCKER_HOST's socket (and /run/docker.sock & co.) is covered. landjail cannot do this (Landlock
     ABI 7 does not restrict connecting to pathname sockets): a documented gap."""
     path = tmp_path / "docker.sock"
-    engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    engine.bind(str(path))
-    engine.listen()
-    engine.setblocking(False)
+    engine = unix_listener(path)
     try:
-        code = "import socket,sys\ntry:\n socket.socket(socket.AF_UNIX).connect(sys.argv[1]); print('connected')\n"
-        code += "except OSError as e:\n print('refused', e.errno)\n"
-        r = boundary_run(tmp_path, "--jail-type", "nsjail", "--", "python3", "-c", code, str(path),
+        r = boundary_run(tmp_path, "--jail-type", "nsjail", "--", "python3", "-c", UNIX_CONNECT, str(path),
                          env={"DOCKER_HOST": f"unix://{path}"})  # fmt: skip
         assert "refused" in r.stdout, r.stderr
         with pytest.raises(BlockingIOError):

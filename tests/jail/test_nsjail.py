@@ -8,7 +8,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from tests.support import (
     CA,
+    UNIX_CONNECT,
     BannerEcho,
     Upstream,
     boundary_cmd,
@@ -25,6 +25,7 @@ from tests.support import (
     boundary_run,
     processes_with,
     pty_run,
+    unix_listener,
     wait_for,
 )
 
@@ -277,19 +278,11 @@ def test_hidden_paths_and_unix_sockets_are_out_of_reach(tmp_path: Path) -> None:
     secret.mkdir()
     (secret / "token").write_text("s3cret")
     sock_path = tmp_path / "agent.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock_path))
-    listener.listen()
-    listener.setblocking(False)
+    listener = unix_listener(sock_path)
     try:
-        code = (
-            "import socket, sys\n"
-            "s = socket.socket(socket.AF_UNIX)\n"
-            "try:\n    s.connect(sys.argv[1]); print('connected')\n"
-            "except OSError as e:\n    print('refused', e.errno)\n"
-        )
         script = f'ls -A {secret}; cat {secret}/token; {PY} -c "$0" {sock_path}; touch {secret}/new'
-        r = boundary_run(tmp_path, *NS, "--hide", str(secret), "--hide", str(sock_path), "--", "sh", "-c", script, code)
+        args = ("--hide", str(secret), "--hide", str(sock_path), "--", "sh", "-c", script, UNIX_CONNECT)
+        r = boundary_run(tmp_path, *NS, *args)
         with pytest.raises(BlockingIOError):
             listener.accept()
     finally:

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CA, Upstream, boundary_proxy, make_ca, read_ws_frame, server_tls, ws_frame
+from tests.support import CA, Upstream, boundary_proxy, read_ws_frame, server_tls, ws_frame
 
 CURL_TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
-    return make_ca(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="module")

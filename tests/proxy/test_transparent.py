@@ -20,12 +20,7 @@ from proxy.mitm import MitmSettings
 from proxy.rules import Policy
 from proxy.server import ProxyServer
 from proxy.upstream import Upstream as Resolver
-from tests.support import CA, Upstream, make_ca, server_tls, wait_for
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
-    return make_ca(tmp_path_factory.mktemp("ca"))
+from tests.support import CA, Upstream, server_tls, wait_for
 
 
 @pytest.fixture(scope="module")
