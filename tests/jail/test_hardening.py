@@ -176,11 +176,14 @@ def test_terminal_injection_fails(tmp_path: Path, mode: str) -> None:
     code = (
         "import fcntl, os, termios\ntry:\n fcntl.ioctl(os.open('/dev/tty', os.O_RDWR), termios.TIOCSTI, b'x')\n"
         " print('INJECTED')\nexcept OSError as e:\n print('tiocsti-errno', e.errno)\n"
+        "try:\n fcntl.ioctl(os.open('/dev/tty', os.O_RDWR), 0x541C, b'\\x0c')\n print('TIOCLINUX passed')\n"
+        "except OSError as e:\n print('tioclinux-errno', e.errno)\n"
     )
     status, out = pty_run(tmp_path, boundary_cmd(tmp_path, "--jail-type", mode, "--", "python3", "-c", code), [])
     assert status == 0, out
     assert "tiocsti-errno 1" in out  # EPERM from seccomp
     assert "INJECTED" not in out
+    assert "tioclinux-errno 1" in out  # EPERM from seccomp (a pty alone would say ENOTTY/EINVAL)
 
 
 @pytest.mark.parametrize("mode", MODES)
