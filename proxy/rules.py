@@ -13,11 +13,15 @@ domain     ``github.com`` exact; ``*.github.com`` one or more labels below,
 port       comma list of ports or ranges (``443,8000-8100``); none = any
 method     comma list, case-insensitive; ``*`` = any
 path       comma list of ``/``-separated patterns; ``*`` is a whole segment:
-           in the middle exactly one segment, at the end one or more
+           in the middle exactly one segment, at the end one or more;
+           ``path=*`` is any path. ``?`` and ``#`` are refused: the query
+           is never matched, so a query in a rule would silently widen it
 =========  ==================================================================
 
 Default deny; a deny rule that matches wins over any allow rule; every
-decision carries the raw text of the rule that decided it.
+decision carries the raw text of the rule that decided it. A rule that
+matches every request is refused. A denial for the apex or a name below an
+allowed name also offers the ``.name`` form in its hint.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ __all__ = [
 _LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _KEYS = ("domain", "port", "method", "path")
+_OLD_METHOD_RE = re.compile(r"^(?:\*|[A-Z]+(?:,[A-Z]+)*)$")  # the METHOD of an old-style "METHOD domain" rule
+_GRAMMAR = (
+    "a rule is space-separated key=value pairs (domain=, port=, method=, path=) and a bare word is short for domain="
+)
 MAX_HOST_LEN = 253
 
 
@@ -191,6 +199,14 @@ class HostPattern:
     def is_literal_name(self) -> bool:
         return self.kind == "exact"
 
+    def dot_form_for(self, host: str) -> str | None:
+        """The name ``N`` when ``host`` is not matched but ``.N`` would match it and this pattern is
+        ``N`` (host below it) or ``*.N`` (host is its apex); else None. ``host`` normalised."""
+        if self.kind not in ("exact", "below") or self.matches(host):
+            return None
+        name = ".".join(self.labels)
+        return name if host == name or host.endswith("." + name) else None
+
 
 @dataclass(frozen=True, slots=True)
 class PathPattern:
@@ -199,6 +215,16 @@ class PathPattern:
 
     @classmethod
     def parse(cls, value: str) -> PathPattern:
+        cut = min((i for i in (value.find("?"), value.find("#")) if i >= 0), default=-1)
+        if cut >= 0 and value[cut] == "?":
+            raise ValueError(
+                f"path {value!r} has a query ({value[cut:]!r}): the query is never matched, "
+                "so this rule would allow any query; remove it"
+            )
+        if cut >= 0:
+            raise ValueError(
+                f"path {value!r} has a fragment ({value[cut:]!r}): a fragment is never sent to a server; remove it"
+            )
         if not value.startswith("/"):
             raise ValueError(f"path {value!r} must start with '/'")
         try:
@@ -296,6 +322,7 @@ def _parse_rule(raw: str, action: Action) -> Rule:
     if not raw:
         raise ValueError("empty rule; an empty rule would match everything")
     seen: dict[str, str] = {}
+    bare = False  # the domain came from a bare word
     for tok in raw.split(" "):
         key, sep, value = tok.partition("=")
         if not sep:
@@ -303,17 +330,24 @@ def _parse_rule(raw: str, action: Action) -> Rule:
         key = key.lower()
         if key not in _KEYS:
             raise ValueError(f"unknown key {key!r} (known: {', '.join(_KEYS)})")
+        if key == "domain" and key in seen and (bare or not sep):
+            raise ValueError(_two_domains(raw, seen["domain"], value))
         if key in seen:
+            if key == "domain":
+                raise ValueError("key 'domain' given twice; a rule names one domain, give one rule per domain")
             raise ValueError(f"key {key!r} given twice; use a comma list instead")
         if not value:
             raise ValueError(f"key {key!r} has an empty value")
         seen[key] = value
+        bare = bare or (key == "domain" and not sep)
     if "domain" not in seen and action is Action.ALLOW:
         raise ValueError("an allow rule needs a domain (e.g. 'domain=example.com')")
     paths = None
     if "path" in seen:
-        paths = tuple(PathPattern.parse(p.strip()) for p in seen["path"].split(","))
-    return Rule(
+        items = [p.strip() for p in seen["path"].split(",")]
+        parsed = tuple(PathPattern.parse(p) for p in items if p != "*")
+        paths = None if "*" in items else parsed  # '*' is any path: nothing to inspect
+    rule = Rule(
         raw=raw,
         action=action,
         hosts=HostPattern.parse(seen["domain"]) if "domain" in seen else None,
@@ -321,6 +355,30 @@ def _parse_rule(raw: str, action: Action) -> Rule:
         methods=_parse_methods(seen["method"]) if "method" in seen else None,
         paths=paths,
     )
+    if rule.hosts is None and rule.ports is None and not rule.is_l7:
+        raise ValueError("this rule matches every request ('*' is any); name a domain, port, method or path")
+    return rule
+
+
+def _two_domains(raw: str, first: str, second: str) -> str:
+    """The error for a rule with two domains where one is a bare word, e.g. old-style ``GET *google.com``."""
+    why = f"{first!r} and {second!r} are both read as a domain: {_GRAMMAR}"
+    out: list[str] = []
+    domains = 0
+    for tok in raw.split(" "):
+        if "=" in tok:
+            out.append(tok)
+        elif _OLD_METHOD_RE.match(tok):
+            out.append(f"method={tok}")
+        else:
+            host, slash, path = tok.partition("/")
+            if host.startswith("*") and not host.startswith("*."):
+                host = "." + host[1:].lstrip(".")  # '*google.com' -> '.google.com': the name and below
+            out.append(f"domain={host}" + (f" path=/{path}" if slash else ""))
+            domains += 1
+    if domains + sum(t.lower().startswith("domain=") for t in raw.split(" ")) == 1:
+        return f"{why}; the old 'METHOD domain' form is not supported, write {' '.join(out)!r}"
+    return f"{why}; a rule names one domain, give one rule per domain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +391,7 @@ class Decision:
     method: str | None = None
     path: str | None = None
     l7_miss: bool = False  # an allow rule named this host/port, but not this method/path
+    dot_form: str | None = None  # N when an allow rule names N or *.N and '.N' would cover this host
 
     @property
     def rule_text(self) -> str | None:
@@ -349,7 +408,11 @@ class Decision:
             parts.append(f"method={self.method.upper()}")
             if self.path is not None:
                 parts.append(f"path={self.path}")
-        return f"--allow {quote_rule(' '.join(parts))}"
+        hint = f"--allow {quote_rule(' '.join(parts))}"
+        if self.dot_form is not None and not self.l7_miss:
+            n = self.dot_form
+            hint += f" (or --allow domain=.{n} for {n} and every name below it)"
+        return hint
 
 
 class Policy:
@@ -380,6 +443,11 @@ class Policy:
                 return L4Verdict.ALLOW, r
         return L4Verdict.INSPECT, None
 
+    def _dot_form(self, host: str) -> str | None:
+        """The closest allowed name whose ``.name`` form would cover ``host`` (see HostPattern.dot_form_for)."""
+        names = [n for r in self._allow if r.hosts is not None and (n := r.hosts.dot_form_for(host))]
+        return max(names, key=len, default=None)
+
     def needs_inspection(self, host: str, port: int) -> bool:
         return self.l4(host, port)[0] is L4Verdict.INSPECT
 
@@ -392,7 +460,9 @@ class Policy:
             return Decision(
                 False, host, port, None, "a method/path rule applies but the connection cannot be inspected"
             )
-        return Decision(False, host, port, rule, "matched a deny rule" if rule else "no allow rule matches")
+        if rule is not None:
+            return Decision(False, host, port, rule, "matched a deny rule")
+        return Decision(False, host, port, None, "no allow rule matches", dot_form=self._dot_form(host))
 
     def decide_request(self, host: str, port: int, method: str, path: str) -> Decision:
         """A decision for one HTTP request. ``host`` normalised; ``path`` raw (may hold a query)."""
@@ -409,4 +479,5 @@ class Policy:
             if r.matches_l4(host, port) and r.matches_l7(method, segments):
                 return Decision(True, host, port, r, "allowed by rule", method, shown)
         l7_miss = any(r.matches_l4(host, port) for r in self._allow)
-        return Decision(False, host, port, None, "no allow rule matches", method, shown, l7_miss)
+        dot = None if l7_miss else self._dot_form(host)
+        return Decision(False, host, port, None, "no allow rule matches", method, shown, l7_miss, dot)

@@ -93,6 +93,16 @@ def test_denied_plain_http_body_names_the_flag(proxy, plain: Upstream) -> None: 
     assert "--allow domain=nope.test" in r.stdout
 
 
+def test_denied_subdomain_of_an_allowed_name_is_offered_the_dot_form(proxy, plain: Upstream) -> None:  # type: ignore[no-untyped-def]
+    r = curl("-x", proxy.url, "-i", f"http://www.plain.test:{plain.port}/x")
+    assert r.returncode == 0
+    assert r.stdout.startswith("HTTP/1.1 403")
+    hint = "--allow domain=www.plain.test (or --allow domain=.plain.test for plain.test and every name below it)"
+    assert f"To allow it: {hint}" in r.stdout
+    proxy.wait_audit(lambda x: x["host"] == "www.plain.test")
+    assert f"to allow: {hint}" in proxy.stderr.read_text()
+
+
 def test_allowed_plain_http(proxy, plain: Upstream) -> None:  # type: ignore[no-untyped-def]
     r = curl("-x", proxy.url, f"http://plain.test:{plain.port}/p")
     assert r.returncode == 0, r.stderr

@@ -77,6 +77,12 @@ L7_TABLE = [
     ("domain=x.com path=/admin", "GET", "/public/../admin", True),
     ("domain=x.com method=POST path=/upload", "POST", "/upload", True),
     ("domain=x.com method=POST path=/upload", "GET", "/upload", False),
+    # path=* is "any path" (coder-compatible), alone or in a list
+    ("domain=x.com path=*", "GET", "/", True),
+    ("domain=x.com path=*", "GET", "/any/thing?q=1", True),
+    ("domain=x.com path=/a,*", "GET", "/b", True),
+    ("domain=x.com method=GET path=*", "GET", "/x", True),
+    ("domain=x.com method=GET path=*", "POST", "/x", False),
 ]
 
 
@@ -94,7 +100,7 @@ INVALID = [
     ("domain=git*hub.com", "whole"),
     ("domain=", "empty value"),
     ("host=github.com", "unknown key 'host'"),
-    ("domain=a.com domain=b.com", "given twice"),
+    ("domain=a.com domain=b.com", "key 'domain' given twice; a rule names one domain, give one rule per domain"),
     ("domain=a.com port=0", "outside 1-65535"),
     ("domain=a.com port=70000", "outside 1-65535"),
     ("domain=a.com port=http", "not a number"),
@@ -106,6 +112,14 @@ INVALID = [
     ("domain=bad_host!.com", "bad label"),
     ("domain=10.0.0.0/33", "invalid CIDR"),
     ("method=GET", "needs a domain"),
+    # a query or fragment in path= would be dropped silently and widen the rule: refused
+    ("domain=x.com path=/api/users?limit=10", "path '/api/users?limit=10' has a query ('?limit=10')"),
+    ("domain=x.com path=/api/users?", "has a query ('?')"),
+    ("domain=x.com path=/docs#top", "path '/docs#top' has a fragment ('#top')"),
+    ("domain=x.com path=/a#b?c", "has a fragment ('#b?c')"),
+    ("domain=x.com path=/ok,/api?admin=1", "path '/api?admin=1' has a query"),
+    ("domain=x.com path=/*?x", "has a query"),
+    ("domain=x.com path=*?x", "has a query"),
 ]
 
 
@@ -121,6 +135,58 @@ def test_invalid_rules_have_precise_errors(text: str, fragment: str) -> None:
 def test_deny_rule_may_omit_domain() -> None:
     r = parse_rule("method=DELETE", Action.DENY)
     assert r.hosts is None
+
+
+def test_query_refusal_explains_why() -> None:
+    with pytest.raises(ValueError, match=r"query is never matched.*remove it") as info:
+        parse_rule("domain=x.com path=/api/users?limit=10")
+    assert "/api/users?admin=1" not in str(info.value)
+
+
+def test_path_star_is_any_path_and_keeps_its_text() -> None:
+    r = parse_rule("domain=x.com path=*")
+    assert r.paths is None
+    assert not r.is_l7  # nothing to inspect: relayed like a domain-only rule
+    assert r.raw == "domain=x.com path=*"
+    assert Policy([r]).l4("x.com", 443)[0] is L4Verdict.ALLOW
+
+
+# a deny rule without domain that matches every request is refused like 'domain=*'
+@pytest.mark.parametrize("text", ["path=*", "method=*", "method=* path=*"])
+def test_deny_rule_matching_everything_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="matches every request") as info:
+        parse_rule(text, Action.DENY)
+    assert str(info.value).startswith(f"invalid rule {text!r}: ")
+
+
+# old-style "METHOD domain[/path]" rules, or two domains: (rule, fragments the message must hold)
+OLD_STYLE = [
+    (
+        "GET *google.com",
+        [
+            "'GET' and '*google.com' are both read as a domain",
+            "a rule is space-separated key=value pairs (domain=, port=, method=, path=)",
+            "a bare word is short for domain=",
+            "write 'method=GET domain=.google.com'",
+        ],
+    ),
+    ("GET,HEAD github.com/api/*", ["'GET,HEAD' and", "write 'method=GET,HEAD domain=github.com path=/api/*'"]),
+    ("domain=x.com POST", ["'x.com' and 'POST' are both read as a domain", "write 'domain=x.com method=POST'"]),
+    ("* *.github.com", ["write 'method=* domain=*.github.com'"]),
+    ("github.com gitlab.com", ["'github.com' and 'gitlab.com' are both read as a domain", "give one rule per domain"]),
+    ("domain=a.com b.com", ["'a.com' and 'b.com' are both read as a domain", "give one rule per domain"]),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), OLD_STYLE)
+def test_old_style_rule_explains_the_grammar(text: str, fragments: list[str]) -> None:
+    with pytest.raises(ValueError, match="invalid rule") as info:
+        parse_rule(text)
+    msg = str(info.value)
+    assert msg.startswith(f"invalid rule {text!r}: ")
+    assert "given twice" not in msg
+    for f in fragments:
+        assert f in msg
 
 
 NORMALIZE = [
@@ -185,6 +251,44 @@ def test_decision_carries_rule_and_suggestion() -> None:
     assert no.suggestion() == "--allow 'domain=api.github.com method=POST path=/repos'"
     other = p.decide_connection("example.org", 443)
     assert other.suggestion() == "--allow domain=example.org"
+
+
+# (allow rules, host, port, method or None for a connection, the '.name' form offered or None)
+SUGGESTION_TABLE = [
+    (["*.github.com"], "github.com", 443, None, "github.com"),  # the apex of '*.name'
+    (["*.github.com"], "github.com", 443, "GET", "github.com"),
+    (["github.com"], "api.github.com", 443, None, "github.com"),  # below an exact name
+    (["domain=github.com port=443"], "a.b.github.com", 443, None, "github.com"),
+    (["github.com", "api.github.com"], "v1.api.github.com", 443, None, "api.github.com"),  # the closest
+    (["api.github.com"], "github.com", 443, None, None),  # a parent is not offered
+    (["github.com"], "evilgithub.com", 443, None, None),
+    (["*.github.com"], "evilgithub.com", 443, None, None),
+    (["domain=*.github.com port=443"], "api.github.com", 80, None, None),  # the host matched, the port did not
+    (["domain=github.com port=443"], "github.com", 80, None, None),
+    ([".github.com"], "evil.com", 443, None, None),
+    (["api.*.example.com"], "example.com", 443, None, None),
+    (["10.0.0.0/8"], "11.0.0.1", 443, None, None),
+]
+
+
+@pytest.mark.parametrize(("allow", "host", "port", "method", "dot"), SUGGESTION_TABLE)
+def test_suggestion_offers_the_dot_form(
+    allow: list[str], host: str, port: int, method: str | None, dot: str | None
+) -> None:
+    p = Policy.from_strings(allow)
+    d = p.decide_connection(host, port) if method is None else p.decide_request(host, port, method, "/")
+    assert not d.allowed
+    want = f"--allow domain={host}"
+    if dot is not None:
+        want += f" (or --allow domain=.{dot} for {dot} and every name below it)"
+    assert d.suggestion() == want
+
+
+def test_dot_form_not_offered_for_a_deny_or_a_method_miss() -> None:
+    p = Policy.from_strings(["github.com", "domain=*.github.com method=GET"], ["domain=evil.github.com"])
+    assert "deny rules win" in p.decide_connection("evil.github.com", 443).suggestion()
+    miss = p.decide_request("api.github.com", 443, "POST", "/x")
+    assert miss.suggestion() == "--allow 'domain=api.github.com method=POST path=/x'"
 
 
 @given(st.text(max_size=200))
