@@ -279,13 +279,15 @@ def _pid1(alive_r: int, jail: NsJail, uid: int, gid: int) -> NoReturn:
         _step("drop privileges (nested user namespace)", lambda: userns.enter_nested(uid, gid))
         _step("drop capabilities", caps.drop_all)
         _step("set no_new_privs", caps.no_new_privs)
+        # the command can see pid 1: nothing may ptrace it or write its memory, and it is filtered too
+        _step("make pid 1 non-dumpable", caps.non_dumpable)
+        _step("load the seccomp filter", lambda: seccomp.load(network=False))
     except _StepError as e:
         msg = f"boundary: failed to {e.step}: {e.detail}" + (f" (hint: {e.hint})" if e.hint else "")
         os.write(2, (msg + "\n").encode())
         os._exit(EXIT_BOUNDARY)
 
-    def before_exec() -> None:  # in the command's process: its own limits and filter
+    def before_exec() -> None:  # in the command's process (pid 1's filter is inherited)
         limits.limit_processes(jail.config.pids_limit)
-        seccomp.load(network=False)
 
     init.run(jail.command, before_exec=before_exec, env=jail.env)
