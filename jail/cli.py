@@ -87,6 +87,14 @@ def run(
     upstream_ca: UpstreamCa = None,
     pids_limit: Annotated[str | None, typer.Option("--pids-limit", help="Max processes (0 = none).")] = None,
     memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 2g (0 = none).")] = None,
+    tmpfs_size: Annotated[
+        str | None,
+        typer.Option(
+            "--tmpfs-size",
+            help="nsjail: size cap of each tmpfs (/tmp, /dev/shm, --tmpfs), default 1g; 0 = the kernel's default "
+            "(half of RAM). No effect in landjail.",
+        ),
+    ] = None,
     host_map: HostMap = [],  # noqa: B006
     allow_private: AllowPrivate = None,
     no_bind: Annotated[
@@ -106,7 +114,8 @@ def run(
     flags = Flags(
         allow=allow, deny=deny, config=config, jail_type=jail_type, workspace=workspace, rw=rw, ro=ro, hide=hide,
         tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
-        pids_limit=pids_limit, memory=memory, host_map=host_map, allow_private=allow_private, no_bind=no_bind,
+        pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
+        allow_private=allow_private, no_bind=no_bind,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

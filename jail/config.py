@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
+    "tmpfs_size",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
 LOG_LEVELS = ("error", "warn", "warning", "info", "debug")
+# nsjail: each tmpfs the command writes (/tmp, /dev/shm, --tmpfs) holds at most this much of the host's memory
+DEFAULT_TMPFS_SIZE = 1 << 30  # 1 GiB
 
 
 class ConfigError(ValueError):
@@ -71,6 +74,7 @@ class Config:
     upstream_ca: Path | None = None
     pids_limit: int | None = 4096
     memory: int | None = None
+    tmpfs_size: int | None = DEFAULT_TMPFS_SIZE  # bytes; None: the kernel's default (half of RAM)
     host_map: Mapping[str, str] = field(default_factory=dict)
     allow_private: bool = False
     proxy_port: int = 0
@@ -91,9 +95,9 @@ def split_rules_env(value: str) -> list[str]:
 
 def parse_size(value: str | int, what: str) -> int | None:
     """``512m``, ``2G``, ``1048576``; 0 or negative means no limit (None)."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value if value > 0 else None
-    m = re.fullmatch(r"\s*(-?\d+)\s*([kmgt]?)i?b?\s*", value.lower())
+    m = re.fullmatch(r"\s*(-?\d+)\s*([kmgt]?)i?b?\s*", str(value).lower())
     if not m:
         raise ConfigError(f"{what}: {value!r} is not a size (e.g. 512m, 2g, 1048576)")
     n = int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
@@ -159,6 +163,7 @@ class Flags:
     upstream_ca: Path | None = None
     pids_limit: str | None = None
     memory: str | None = None
+    tmpfs_size: str | None = None
     host_map: Sequence[str] = ()
     allow_private: bool | None = None
     proxy_port: int | None = None
@@ -255,6 +260,9 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         upstream_ca=upstream_ca,
         pids_limit=parse_int_limit(pick(flags.pids_limit, "BOUNDARY_PIDS_LIMIT", "pids_limit", 4096), "--pids-limit"),
         memory=parse_size(pick(flags.memory, "BOUNDARY_MEMORY", "memory", 0), "--memory"),
+        tmpfs_size=parse_size(
+            pick(flags.tmpfs_size, "BOUNDARY_TMPFS_SIZE", "tmpfs_size", DEFAULT_TMPFS_SIZE), "--tmpfs-size"
+        ),
         host_map=host_map,
         allow_private=_bool(
             pick(flags.allow_private, "BOUNDARY_ALLOW_PRIVATE", "allow_private", False), "allow_private"

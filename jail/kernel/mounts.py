@@ -5,14 +5,19 @@ jail's private mount namespace, in one flat order:
 2. writable paths bound onto themselves, so they stay writable when
 3. every other mount is remounted read-only (its locked flags kept);
 4. explicit read-only paths bound read-only;
-5. a minimal /dev: a tmpfs with null, zero, full, random, urandom, tty, ptmx and the
+5. a fresh sysfs on /sys (read-only, nosuid/nodev/noexec), mounted from the jail's network namespace so
+   /sys/class/net and the devices' net/ directories show the jail's interfaces, not the host's; the
+   mounts that lived under /sys (cgroups, securityfs, ...) bound back. If the kernel refuses it, the
+   host's net directories are hidden instead (step 8);
+6. a minimal /dev: a tmpfs with null, zero, full, random, urandom, tty, ptmx and the
    caller's devpts bound in (so the terminal works);
-6. private tmpfs on /tmp, /var/tmp, /dev/shm (1777), with writable paths that lived there bound back;
-7. hidden paths: an empty read-only tmpfs (directories) or /dev/null (files, sockets);
-8. generated files (resolv.conf, the CA bundle) bound read-only over their targets (written to a
+7. private tmpfs on /tmp, /dev/shm (1777, size and inodes capped), with writable paths that lived there
+   bound back;
+8. hidden paths: an empty read-only tmpfs (directories) or /dev/null (files, sockets);
+9. generated files (resolv.conf, the CA bundle) bound read-only over their targets (written to a
    staging directory in the private /tmp, which is removed again: nothing is written on the host);
-9. --tmpfs excludes: empty tmpfs, mode 1777, exec allowed;
-10. the working directory resolved again, so it lands in the new mounts (a writable workspace stays writable).
+10. --tmpfs excludes: empty tmpfs, mode 1777, exec allowed, capped like /tmp;
+11. the working directory resolved again, so it lands in the new mounts (a writable workspace stays writable).
 
 The command cannot undo any of it: it holds no capability over this mount namespace, and in a
 namespace of its own these mounts are locked. Side effects: mount(2) in the caller's namespace.
@@ -21,6 +26,8 @@ namespace of its own these mounts are locked. Side effects: mount(2) in the call
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 
 from . import syscalls
 
+log = logging.getLogger(__name__)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
 HIDDEN_DIR_FLAGS = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
 # per-mount flags a remount must repeat (an unprivileged remount may not clear locked ones)
@@ -36,6 +44,11 @@ KEPT_FLAGS = {
     "noatime": syscalls.MS_NOATIME, "nodiratime": syscalls.MS_NODIRATIME, "relatime": syscalls.MS_RELATIME,
 }  # fmt: skip
 NOT_REMOUNTED = ("/proc", "/dev")  # replaced (a fresh proc by pid 1, a minimal /dev)
+# an inode (an empty file, a directory) costs the kernel about 1 KiB outside tmpfs's size: one per KiB of the
+# cap bounds a capped tmpfs's whole footprint to about twice the cap
+INODE_BYTES = 1024
+# the host's network devices in its sysfs, hidden when a fresh sysfs cannot be mounted
+HOST_NET_DIRS = ("/sys/class/net", "/sys/devices/virtual/net")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +59,21 @@ class Plan:
     hide: tuple[str, ...] = ()
     files: Mapping[str, bytes] = field(default_factory=dict)  # target -> content (read-only)
     tmpfs: tuple[str, ...] = ()
+    tmpfs_size: int | None = None  # bytes, for private_tmp and tmpfs; None: the kernel's default (half of RAM)
     minimal_dev: bool = True
+    fresh_sys: bool = True
 
 
 def resolv_conf(nameservers: Iterable[str]) -> bytes:
     return "".join(f"nameserver {ns}\n" for ns in nameservers).encode() + b"options attempts:2 timeout:2\n"
+
+
+def tmpfs_options(size: int | None) -> str:
+    """Mount options of a tmpfs the command writes: mode 1777, ``size`` bytes and one inode per KiB of it
+    (None: the kernel's defaults, half of RAM and an inode per two pages of RAM)."""
+    if not size:
+        return "mode=1777"
+    return f"mode=1777,size={size},nr_inodes={max(size // INODE_BYTES, 16)}"
 
 
 def under(path: str, root: str) -> bool:
@@ -154,18 +177,22 @@ def apply(plan: Plan) -> None:
                 _remount_ro(point, keep)
         for r in read_only:
             _bind_ro(r, r)
+        hide = plan.hide
+        if plan.fresh_sys and not _fresh_sys():
+            hide = (*hide, *_host_net_dirs())
         if plan.minimal_dev:
             _minimal_dev(kept)
+        writable_tmpfs = tmpfs_options(plan.tmpfs_size)
         for t in plan.private_tmp:
-            _private_tmp(t, kept, writable, read_only)
-        hidden_dirs = _hide(plan.hide)
+            _private_tmp(t, kept, writable, read_only, writable_tmpfs)
+        hidden_dirs = _hide(hide)
         if plan.files:
             _place_files(plan.files, hidden_dirs)
         for d in hidden_dirs:
             syscalls.mount(None, d, None, syscalls.MS_REMOUNT | HIDDEN_DIR_FLAGS | syscalls.MS_RDONLY, "mode=755")
         for t in plan.tmpfs:
             _touch(t, directory=True)
-            syscalls.mount("tmpfs", t, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+            syscalls.mount("tmpfs", t, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, writable_tmpfs)
     finally:
         kept.close()
     # the working directory still points into the mounts it was resolved in: resolve it again
@@ -190,12 +217,51 @@ def _minimal_dev(kept: _Kept) -> None:
     os.makedirs("/dev/shm", exist_ok=True)
 
 
-def _private_tmp(t: str, kept: _Kept, writable: list[str], read_only: list[str]) -> None:
+def _fresh_sys() -> bool:
+    """A sysfs of the current network namespace on /sys, the mounts under the old one bound back.
+    False (nothing changed) when the kernel refuses it, e.g. no fully visible sysfs to vouch for it."""
+    if not os.path.isdir("/sys"):
+        return False
+    with open("/proc/self/mountinfo", encoding="utf-8") as info:
+        below = [p for p, _ in mountpoints(info.read()) if under(p, "/sys") and p != "/sys"]
+    tops = [p for p in dict.fromkeys(below) if not any(under(p, q) and p != q for q in below)]
+    kept = _Kept()
+    try:
+        for p in tops:
+            kept.keep(p)
+        flags = _flags_of("/sys") | HIDDEN_DIR_FLAGS | syscalls.MS_RDONLY  # same atime flags: they may be locked
+        try:
+            syscalls.mount("sysfs", "/sys", "sysfs", flags)
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EACCES, errno.EINVAL, errno.ENODEV):
+                raise
+            log.info("a fresh sysfs was refused (%s): hiding the host's network devices in /sys instead", e.strerror)
+            return False
+        for p in tops:  # cgroups, securityfs, ...: their mount points are directories of every sysfs
+            if p in kept.fds and os.path.isdir(p):
+                _bind(kept.source(p), p)  # recursive: nested mounts and their read-only flags come along
+    finally:
+        kept.close()
+    return True
+
+
+def _host_net_dirs() -> list[str]:
+    """/sys/class/net, /sys/devices/virtual/net and each physical NIC's net/ directory (its MAC address)."""
+    out = list(HOST_NET_DIRS)
+    with contextlib.suppress(OSError):
+        for nic in os.listdir("/sys/class/net"):
+            parent = os.path.dirname(os.path.realpath(f"/sys/class/net/{nic}"))
+            if under(parent, "/sys/devices") and parent not in out:
+                out.append(parent)
+    return out
+
+
+def _private_tmp(t: str, kept: _Kept, writable: list[str], read_only: list[str], options: str) -> None:
     found = _existing(t)
     if found is None or not stat.S_ISDIR(found[1].st_mode):
         return
     real = found[0]
-    syscalls.mount("tmpfs", real, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+    syscalls.mount("tmpfs", real, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
     for p in (*writable, *read_only):  # what lived in the old /tmp and must stay visible
         if under(p, real) and p != real and p in kept.fds:
             _touch(p, directory=os.path.isdir(kept.source(p)))

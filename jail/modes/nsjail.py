@@ -263,6 +263,7 @@ def _prepare_namespaces(
     mplan = mounts.Plan(
         writable=fs.writable, read_only=fs.read_only, private_tmp=fs.private_tmp, hide=fs.hidden,
         files={**files, "/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
+        tmpfs_size=config.tmpfs_size,
     )  # fmt: skip
     _step("apply the jail's mount plan", lambda: mounts.apply(mplan))
     return listeners, uid, gid
