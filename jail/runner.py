@@ -90,6 +90,7 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     """Run COMMAND in a jail; returns its status (128+N for signal N). Never runs it unconfined."""
     if not command:
         raise BoundaryError("run the command", "no command given", hint="boundary run [OPTIONS] -- COMMAND [ARGS...]")
+    limits.raise_nofile()  # before any fork: the jail's processes inherit what restore_nofile() puts back
     warning = limits.memory_warning(config.memory)
     if warning:
         print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)
@@ -152,6 +153,7 @@ async def _stop(server: ProxyServer) -> None:
 
 def serve_proxy(config: Config, *, quiet: bool = False) -> int:
     """``boundary proxy``: the filtering proxy alone on loopback until SIGINT/SIGTERM."""
+    limits.raise_nofile()
     listeners = Listeners.loopback(config.proxy_port)
 
     async def main() -> None:

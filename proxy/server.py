@@ -6,6 +6,8 @@ Listeners are sockets created by the caller (bound, listening), so the jail can
 create them in its own network namespace and pass them up. Readiness: once
 :meth:`ProxyServer.start` returns, every listener is being served; a listener
 queues connections in its backlog even before that.
+Out of descriptors (EMFILE), accepting backs off and resumes as soon as one is
+free; connections waiting in the backlog over SHED_AFTER are refused, never left hanging.
 Side effects: outgoing connections (via :mod:`upstream`), audit records.
 """
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
+import os
 import socket
 import struct
 import time
@@ -42,6 +46,10 @@ log = logging.getLogger(__name__)
 HEAD_TIMEOUT = 30.0  # explicit clients send their request head at once
 PEEK_TIMEOUT = 1.0  # transparent: how long to wait for a ClientHello / request head
 PEEK_LIMIT = 64 * 1024
+ACCEPT_BACKOFF = 0.05  # a failed accept (out of descriptors or memory) is retried at least this often
+SHED_AFTER = 1.0  # out of descriptors this long: connections waiting in the backlog are refused
+WARN_EVERY = 10.0  # at most one warning about failed accepts this often
+FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
 SO_ORIGINAL_DST = 80
 IP6T_SO_ORIGINAL_DST = 80
 
@@ -82,6 +90,60 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
         return str(name[0]), int(name[1])
 
 
+class _AcceptFailures:
+    """One listener's failed accepts. Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the caller
+    backs off while connections wait in the backlog, and accepts again as soon as a descriptor is free. When none
+    frees for SHED_AFTER, waiting connections are refused (accepted on the slot of a spare descriptor kept for
+    this, and closed): clients fail at once instead of hanging for as long as the held connections last."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.spare = self._take_spare()
+        self.since: float | None = None  # failing since
+        self.warned = -WARN_EVERY
+        self.refused = 0
+
+    def failed(self, e: OSError) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            if now - self.warned >= WARN_EVERY:
+                self.warned = now
+                hint = " (hint: raise the hard limit, ulimit -Hn)" if e.errno in FD_EXHAUSTED else ""
+                log.warning("failed to accept a connection: %s; backing off%s", e.strerror, hint)
+        elif e.errno in FD_EXHAUSTED and now - self.since >= SHED_AFTER:
+            self.close()
+            while True:
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:  # the backlog is empty (EAGAIN), or the slot went elsewhere
+                    break
+                conn.close()  # the client sees a reset (or EOF)
+                self.refused += 1
+            self.spare = self._take_spare()
+
+    def accepted(self) -> None:
+        if self.since is not None and self.refused:
+            log.warning(
+                "refused %d connections waiting while out of descriptors for %.1fs",
+                self.refused, time.monotonic() - self.since,
+            )  # fmt: skip
+        self.since, self.refused = None, 0
+        if self.spare < 0:
+            self.spare = self._take_spare()
+
+    def close(self) -> None:
+        if self.spare >= 0:
+            os.close(self.spare)
+            self.spare = -1
+
+    def _take_spare(self) -> int:
+        try:
+            return os.dup(self.listener.fileno())
+        except OSError:
+            return -1
+
+
 class ProxyServer:
     def __init__(
         self,
@@ -101,6 +163,7 @@ class ProxyServer:
         self.names = names
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: list[asyncio.Task[None]] = []
+        self._ended = asyncio.Event()  # a connection ended (descriptors freed): a failed accept retries at once
 
     async def start(self, *, explicit: Sequence[socket.socket] = (), transparent: Sequence[socket.socket] = ()) -> None:
         for lst in explicit:
@@ -119,23 +182,33 @@ class ProxyServer:
         await self.mitm.close()
 
     async def _accept(self, listener: socket.socket, handler: Handler) -> None:
+        """Serve ``listener`` until cancelled; failed accepts back off and recover (see :class:`_AcceptFailures`)."""
         loop = asyncio.get_running_loop()
         listener.setblocking(False)
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as e:
-                log.warning("accept failed: %s", e)
-                await asyncio.sleep(0.05)  # EMFILE and friends: back off instead of spinning
-                continue
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = asyncio.create_task(self._guard(conn, handler))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        failures = _AcceptFailures(listener)
+        try:
+            while True:
+                self._ended.clear()
+                try:
+                    conn, _ = await loop.sock_accept(listener)
+                except OSError as e:
+                    failures.failed(e)
+                    with contextlib.suppress(TimeoutError):  # descriptors freed elsewhere: polled
+                        async with asyncio.timeout(ACCEPT_BACKOFF):
+                            await self._ended.wait()
+                    continue
+                failures.accepted()
+                task = asyncio.create_task(self._guard(conn, handler))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _: self._ended.set())
+        finally:
+            failures.close()
 
     async def _guard(self, conn: socket.socket, handler: Handler) -> None:
         try:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await handler(conn)
         except (OSError, TimeoutError, MitmError) as e:
             log.debug("connection ended: %r", e)
@@ -174,7 +247,10 @@ class ProxyServer:
         """Connect to the decided name and relay; audit at the end."""
         t0 = time.monotonic()
         try:
-            upstream = await self.upstream.connect(d.host, d.port)
+            try:
+                upstream = await self.upstream.connect(d.host, d.port)
+            except OSError as e:  # not even a socket for it (EMFILE, ENOBUFS): answered like a failed connect
+                raise UpstreamError(f"cannot connect to {d.host}:{d.port}: {e.strerror}") from e
         except UpstreamError as e:
             denied = Decision(False, d.host, d.port, d.rule, e.reason, d.method, d.path)
             if reply:  # explicit CONNECT: the client can still read an answer
