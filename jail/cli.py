@@ -97,6 +97,9 @@ def run(
     ] = None,
     host_map: HostMap = [],  # noqa: B006
     allow_private: AllowPrivate = None,
+    allow_unix: Annotated[
+        list[Path], typer.Option("--allow-unix", help="Unix socket outside the jail that it may connect to.")
+    ] = [],  # noqa: B006
     no_bind: Annotated[
         bool | None, typer.Option("--no-bind/--bind", help="landjail: forbid listening on TCP ports.")
     ] = None,
@@ -115,7 +118,7 @@ def run(
         allow=allow, deny=deny, config=config, jail_type=jail_type, workspace=workspace, rw=rw, ro=ro, hide=hide,
         tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
-        allow_private=allow_private, no_bind=no_bind,
+        allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

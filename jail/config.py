@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
-    "tmpfs_size",
+    "tmpfs_size", "allow_unix",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -83,6 +83,7 @@ class Config:
     run_id: str = ""
     firewall: tuple[str, ...] = FIREWALL_BACKENDS  # nsjail: backends to try, in order
     no_bind: bool = False  # landjail: forbid TCP bind (local dev servers)
+    allow_unix: tuple[Path, ...] = ()  # unix sockets outside the jail that it may connect to
 
     def policy(self) -> Policy:
         return Policy(self.rules)
@@ -121,6 +122,19 @@ def _bool(value: Any, what: str) -> bool:
     if s in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{what}: {value!r} is not a boolean")
+
+
+def _allow_unix(from_yaml: Any, from_env: str, given: Sequence[Path], cfg_path: Path | None) -> tuple[Path, ...]:
+    """``--allow-unix`` paths: YAML list, then ``BOUNDARY_ALLOW_UNIX`` (``:``-separated), then flags."""
+    if from_yaml is not None and (not isinstance(from_yaml, list) or not all(isinstance(p, str) for p in from_yaml)):
+        raise ConfigError(f"config file {cfg_path}: 'allow_unix' must be a list of paths")
+    paths = [*(from_yaml or []), *(p for p in from_env.split(":") if p), *map(str, given)]
+    out = []
+    for p in paths:
+        if not os.path.isabs(os.path.expanduser(p)):
+            raise ConfigError(f"--allow-unix {p!r}: give an absolute path")
+        out.append(Path(os.path.expanduser(p)))
+    return tuple(out)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -169,6 +183,7 @@ class Flags:
     proxy_port: int | None = None
     log_level: str | None = None
     no_bind: bool | None = None
+    allow_unix: Sequence[Path] = ()
 
 
 def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
@@ -273,4 +288,5 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         run_id=run_id,
         firewall=firewall,
         no_bind=_bool(pick(flags.no_bind, "BOUNDARY_NO_BIND", "no_bind", False), "no_bind"),
+        allow_unix=_allow_unix(y.get("allow_unix"), env.get("BOUNDARY_ALLOW_UNIX", ""), flags.allow_unix, cfg_path),
     )

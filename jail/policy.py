@@ -32,7 +32,13 @@ RESOLVER_SOCKETS = ("/run/nscd", "/var/run/nscd", "/run/systemd/resolve", "/run/
 # landjail: tool state under HOME that package managers and build tools write
 HOME_STATE = (".npm", ".npm-global", ".cache", ".yarn", ".pnpm-store", ".local/share/pnpm", ".cargo", "go",
               ".node-gyp", ".config/configstore")  # fmt: skip
-SCRUBBED_ENV = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
+# variables that name a socket (or a server behind one) outside the jail: unset unless --allow-unix names it
+SOCKET_ENV = (
+    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "TMUX", "TMUX_PANE", "STY", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR",
+    "WAYLAND_DISPLAY", "GPG_AGENT_INFO", "SWAYSOCK", "I3SOCK", "HYPRLAND_INSTANCE_SIGNATURE", "KITTY_LISTEN_ON",
+    "NVIM", "NVIM_LISTEN_ADDRESS", "VSCODE_IPC_HOOK", "VSCODE_IPC_HOOK_CLI", "VSCODE_GIT_IPC_HANDLE",
+    "ZELLIJ", "ZELLIJ_SESSION_NAME", "PULSE_SERVER", "JUPYTER_RUNTIME_DIR",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,7 @@ class FsPolicy:
     read_only: tuple[str, ...]  # --ro: visible, never writable
     hidden: tuple[str, ...]
     tmpfs: tuple[str, ...]
+    allow_unix: tuple[str, ...] = ()  # --allow-unix: outside sockets the jail may connect to (revealed too)
     private_tmp: tuple[str, ...] = ("/tmp", "/dev/shm")
 
 
@@ -60,7 +67,8 @@ def _unix_socket(value: str | None) -> list[str]:
 
 def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     home = _abs(env.get("HOME") or Path.home())
-    revealed = {_abs(p) for p in (*config.rw, *config.ro)}
+    allow_unix = _dedupe(map(_abs, config.allow_unix))
+    revealed = {_abs(p) for p in (*config.rw, *config.ro)} | set(allow_unix)
     defaults = [
         *(os.path.join(home, s) for s in HOME_SECRETS),
         str(config.state_dir),
@@ -82,12 +90,25 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
         read_only=_dedupe(map(_abs, config.ro)),
         hidden=hidden,
         tmpfs=_dedupe(map(_abs, config.tmpfs)),
+        allow_unix=allow_unix,
     )
 
 
-def jail_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The caller's environment minus what points at hidden things (the ssh agent)."""
-    return {k: v for k, v in env.items() if k not in SCRUBBED_ENV}
+def jail_env(env: Mapping[str, str], allow_unix: Iterable[str] = ()) -> dict[str, str]:
+    """The caller's environment minus what names a socket outside the jail (SOCKET_ENV, an X display
+    on a unix socket, ``DOCKER_HOST=unix://...``), unless its value names an ``--allow-unix`` path."""
+    allowed = tuple(allow_unix)
+
+    def outside(key: str, value: str) -> bool:
+        if key == "DISPLAY":
+            unix = value.startswith((":", "unix:")) or value.startswith("/")
+        elif key == "DOCKER_HOST":
+            unix = value.startswith("unix://")
+        else:
+            unix = key in SOCKET_ENV
+        return unix and not any(a and a in value for a in allowed)
+
+    return {k: v for k, v in env.items() if not outside(k, v)}
 
 
 def _dedupe(paths: Iterable[str]) -> tuple[str, ...]:

@@ -62,7 +62,7 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     from .modes.nsjail import USERNS_STEP, NsJail
 
     fs = fspolicy.build(config, os.environ, os.getuid())
-    env = toolconfig.npm_env(fspolicy.jail_env(os.environ), fs.home)
+    env = toolconfig.npm_env(fspolicy.jail_env(os.environ, fs.allow_unix), fs.home)
     try:
         ca = trust.prepare(config, env)
     except (OSError, MitmError) as e:
@@ -125,6 +125,7 @@ async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet:
 
     table = FakeTable()
     server = build_proxy(config, mode=jail.name, quiet=quiet, names=table.name)
+    jail.denials.attach(server.audit.socket_refused)
     dns = DnsResponder(table, on_query=lambda q, addr: server.audit.dns(q.name, q.qtype, addr))
     loop = asyncio.get_running_loop()
     for sig in (*TERMINAL_SIGNALS, *ALWAYS_FORWARDED):

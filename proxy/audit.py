@@ -115,6 +115,21 @@ class AuditSink:
         rec.update(bytes_up=0, bytes_down=0, duration_ms=0.0, mode=self.mode, run_id=self.run_id)
         self.record(rec)
 
+    def socket_refused(self, what: str, why: str) -> None:
+        """A socket call the jail's socket supervisor refused (an outside unix socket, a TCP connect that
+        bypassed the proxy): audited as event ``socket``, announced once per ``what``."""
+        rec: dict[str, Any] = dict.fromkeys(FIELDS)
+        rec.update(ts=time.time(), event="socket", decision="deny", host=what, port=0, scheme="unix", reason=why)
+        rec.update(bytes_up=0, bytes_down=0, duration_ms=0.0, mode=self.mode, run_id=self.run_id)
+        with self._lock:
+            self.denied += 1
+            self.denied_hosts[what] += 1
+            fresh = (what, 0, "") not in self._shown and not self.quiet
+            self._shown.add((what, 0, ""))
+        if fresh:
+            self._write_err(f"boundary: denied {what} ({why})")
+        self.record(rec)
+
     def record(self, rec: dict[str, Any]) -> None:
         if self._file is None:
             return

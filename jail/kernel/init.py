@@ -37,6 +37,40 @@ def exit_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 125
 
 
+def children(pid: int | str = "self") -> list[int]:
+    """The child processes of ``pid`` (/proc/PID/task/*/children)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                out += [int(p) for p in f.read().split()]
+    return out
+
+
+def kill_descendants(rounds: int = 1000) -> None:
+    """SIGKILL every descendant of this process, which must be a subreaper (so orphans come back to it),
+    until none is left: those forked meanwhile are reparented here and killed in the next round."""
+    for _ in range(rounds):
+        stack = children()
+        if not stack:
+            return
+        while stack:
+            pid = stack.pop()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            stack += children(pid)
+        while True:  # reap what died; the grandchildren are ours now
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                break
+        if children():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(-1, 0)
+
+
 def die_with_parent(parent_alive: Callable[[], bool]) -> None:
     """SIGKILL when the parent dies; exit now if it already has (it may have died before the prctl)."""
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -83,9 +117,20 @@ def exec_command(command: Sequence[str], env: dict[str, str] | None = None) -> N
             os._exit(code)
 
 
-def run(command: Sequence[str], before_exec: Callable[[], None], env: dict[str, str] | None = None) -> NoReturn:
-    """Become the init: fork COMMAND (``before_exec`` runs in the child), reap, forward, exit with its status."""
-    waited = {signal.SIGCHLD, *FORWARD}
+def run(
+    command: Sequence[str],
+    before_exec: Callable[[], None],
+    env: dict[str, str] | None = None,
+    *,
+    parent_death: int | None = None,
+    at_exit: Callable[[], None] = lambda: None,
+    after_fork: Callable[[], None] = lambda: None,
+) -> NoReturn:
+    """Become the init: fork COMMAND (``before_exec`` runs in the child), reap, forward, exit with its status.
+    ``after_fork`` runs in this process once the command's is forked; ``at_exit`` runs before exiting
+    (landjail's keeper kills what is left); ``parent_death``: the signal
+    the caller set as its parent-death signal, on which it runs ``at_exit`` and exits at once."""
+    waited = {signal.SIGCHLD, *FORWARD, *([parent_death] if parent_death else [])}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     child = os.fork()
     if child == 0:
@@ -96,9 +141,13 @@ def run(command: Sequence[str], before_exec: Callable[[], None], env: dict[str, 
         except BaseException as e:  # anything here must end this process, never unwind the parent's stack
             print(f"boundary: failed to start the command: {e}", file=sys.stderr, flush=True)
         os._exit(125)
+    after_fork()
     code = 125
     while True:
         info = signal.sigwaitinfo(waited)
+        if info.si_signo == parent_death:
+            at_exit()
+            os._exit(125)
         if info.si_signo != signal.SIGCHLD:
             if info.si_code != SI_KERNEL:
                 with contextlib.suppress(ProcessLookupError):
@@ -108,8 +157,10 @@ def run(command: Sequence[str], before_exec: Callable[[], None], env: dict[str, 
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                at_exit()
                 os._exit(code)
             if pid == 0:
                 break
             if pid == child:
+                at_exit()
                 os._exit(exit_status(status))

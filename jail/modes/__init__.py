@@ -15,6 +15,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..sockets import DenyLog
+
 
 @dataclass
 class Listeners:
@@ -48,6 +50,7 @@ class Listeners:
 
 class Jail(Protocol):
     name: str
+    denials: DenyLog  # refusals of the socket supervisor, until the runner attaches the audit sink
 
     def prepare(self) -> Listeners: ...
 

@@ -17,15 +17,17 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .. import policy as fspolicy
-from .. import toolconfig
+from .. import sockets, toolconfig
 from ..config import Config
 from ..errors import BoundaryError, describe
-from ..kernel import caps, init, landlock, limits, seccomp, syscalls
+from ..kernel import caps, channel, init, landlock, limits, seccomp, sockdiag, syscalls
 from ..kernel.mounts import under
 from ..policy import FsPolicy
 from ..shim import shim_path
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 EXIT_BOUNDARY = 125
 HINT_LANDLOCK = "Landlock needs Linux 6.7+ with lsm=landlock; where user namespaces work, use --jail-type nsjail"
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts")
+SETUP_TIMEOUT = 30.0
+KEEPER_DEATH_SIGNAL = signal.SIGRTMIN + 1  # K's parent-death signal: boundary is gone, kill everything
 HOME_CREATE = (".npm", ".npm-global")  # tool state npm needs at once; the rest is granted when it exists
 
 
@@ -57,6 +61,8 @@ class LandJail:
         self._pidfd = -1
         self._status: int | None = None
         self._port = 0
+        self.denials = sockets.DenyLog()
+        self.supervisor: sockets.Supervisor | None = None
 
     def prepare(self) -> Listeners:
         ok, why = available()
@@ -100,6 +106,9 @@ class LandJail:
         )
 
     def spawn(self) -> None:
+        """Fork the keeper K (a subreaper, non-dumpable, out of the command's Landlock domain, so the command
+        can neither signal nor trace it), which forks the command and, when the command exits or boundary
+        dies (its parent-death signal), kills every process the command left before it exits itself."""
         env = self.child_env()
         for d in HOME_CREATE:
             with contextlib.suppress(OSError):
@@ -107,28 +116,42 @@ class LandJail:
         policy = self.landlock_policy()  # after creating the tool dirs, so they are granted
         pids = self.config.pids_limit
         already = limits.user_processes(os.getuid()) if pids is not None else 0
-        # orphans of the command become our children, so nothing it starts outlives the run (see close())
+        # what K leaves (if K itself is killed) comes back to us: close() kills it
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-        err_r, err_w = os.pipe()  # O_CLOEXEC: closes with no data once exec succeeds
+        mine, theirs = channel.pair()  # the command's setup reports here; closes at exec (CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
         me = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
-                os.close(err_r)
-                _child(err_w, me, self.command, env, policy, lambda: limits.limit_processes(pids, already=already))
+                mine.close()
+                _keeper(me, theirs, self.command, env, policy, lambda: limits.limit_processes(pids, already=already))
             finally:
                 os._exit(EXIT_BOUNDARY)
-        os.close(err_w)
+        theirs.close()
         self._pid = pid
         self._pidfd = os.pidfd_open(pid)
-        with os.fdopen(err_r, "rb") as f:
-            data = f.read(8192)
-        if data:
+        try:
+            self._setup_reports(mine)
+        finally:
+            mine.close()
+
+    def _setup_reports(self, chan: socket.socket) -> None:
+        """Until the command execs (the channel closes): take its socket filter's listener, or its failure."""
+        while True:
+            msg, _ = channel.recv(chan, SETUP_TIMEOUT)
+            if msg is None:
+                return
+            if "notify" in msg:
+                ports = [self._port]
+                rules = sockets.Rules(own_netns=False, inet=sockets.proxy_only(ports), allow_unix=self.fs.allow_unix)
+                diag = sockdiag.open_diag()
+                self.supervisor = sockets.start_supervisor(msg, int(msg["pid"]), diag, rules, self.denials)
+                chan.send(b"ok")
+                continue
             self._reap()
-            err = json.loads(data)
-            raise BoundaryError(err["step"], err["detail"], hint=err.get("hint", ""))
+            raise BoundaryError(msg["step"], msg["detail"], hint=msg.get("hint", ""))
 
     async def wait(self) -> int:
         loop = asyncio.get_running_loop()
@@ -148,22 +171,16 @@ class LandJail:
         if self._pid and self._status is None:
             self.signal(signal.SIGKILL)
             self._reap()
-        for _ in range(100):  # what the command left running, and what those leave when they die
-            orphans = [p for p in _children() if p != self._pid]
-            if not orphans:
-                break
-            for p in orphans:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
-            for p in orphans:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(p, 0)
+        init.kill_descendants()  # what K could not (K itself killed from outside)
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
 
     def _reap_orphans(self) -> None:
-        for p in _children():
+        for p in init.children():
             if p != self._pid:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(p, os.WNOHANG)
@@ -175,27 +192,40 @@ class LandJail:
         return self._status
 
 
-def _children() -> list[int]:
-    """Our child processes (/proc/self/task/*/children)."""
-    out: list[int] = []
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children", encoding="ascii") as f:
-            out += [int(p) for p in f.read().split()]
-    return out
+def _keeper(
+    boundary: int,
+    chan: socket.socket,
+    command: Sequence[str],
+    env: dict[str, str],
+    policy: landlock.Policy,
+    set_limits: Callable[[], None],
+) -> NoReturn:
+    """K: the command's parent and the subreaper of everything it starts; see LandJail.spawn."""
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    caps.non_dumpable()
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, KEEPER_DEATH_SIGNAL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {KEEPER_DEATH_SIGNAL})  # waited for in init.run
+    if os.getppid() != boundary:  # boundary died before the prctl
+        os._exit(EXIT_BOUNDARY)
+    init.run(
+        command, lambda: _child(chan, command, env, policy, set_limits), env, after_fork=chan.close,
+        parent_death=KEEPER_DEATH_SIGNAL, at_exit=init.kill_descendants,
+    )  # fmt: skip
 
 
 def _child(
-    err_w: int,
-    parent: int,
+    chan: socket.socket,
     command: Sequence[str],
     env: dict[str, str],
     policy: landlock.Policy,
     set_limits: Callable[[], None],
 ) -> None:
-    """The command's process up to exec; reports a failed step on ``err_w`` and exits 125."""
-    step = "set the parent-death signal"
+    """The command's process up to exec (init.run execs it); reports a failed step on ``chan`` and exits 125."""
+    step = "make the command's process dumpable"
     try:
-        init.die_with_parent(lambda: os.getppid() == parent)
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)  # K is not; boundary takes the filter's listener from here
+        step = "set the parent-death signal"
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         step = "set no_new_privs"
         caps.no_new_privs()
         if os.geteuid() == 0:
@@ -203,13 +233,14 @@ def _child(
             caps.drop_all()
         step = "set process limits"
         set_limits()
+        limits.restore_nofile()
         step = "apply Landlock"
         landlock.restrict(policy)
         step = "load the seccomp filter"
         seccomp.load(network=True)
-        init.reset_signals()
+        step = "hand the socket filter to boundary"
+        sockets.hand_over_listener(chan, bind=True)  # the channel itself closes at exec
     except OSError as e:
         hint = HINT_LANDLOCK if step == "apply Landlock" else ""
-        os.write(err_w, json.dumps({"step": step, "detail": describe(e), "hint": hint}).encode())
-        return
-    init.exec_command(command, env)
+        chan.send(json.dumps({"step": step, "detail": describe(e), "hint": hint}).encode())
+        os._exit(EXIT_BOUNDARY)

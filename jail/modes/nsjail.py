@@ -26,9 +26,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from .. import sockets
 from ..config import Config
 from ..errors import BoundaryError, describe
-from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, syscalls, userns
+from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, sockdiag, syscalls, userns
 from ..policy import FsPolicy
 from . import Listeners, exited
 
@@ -81,6 +82,9 @@ class NsJail:
         self._setup_pid = 0
         self._pid1_fd = -1  # a pidfd: signals never reach a recycled pid
         self._status: int | None = None
+        self._diag: socket.socket | None = None
+        self.denials = sockets.DenyLog()
+        self.supervisor: sockets.Supervisor | None = None
 
     # -- supervisor side ---------------------------------------------------
     def prepare(self) -> Listeners:
@@ -114,22 +118,35 @@ class NsJail:
                 hint=err.get("hint", ""),
             )
         socks = [socket.socket(fileno=fd) for fd in fds]
-        n_tcp = int(msg["ready"]["tcp"])
-        return Listeners(transparent=socks[:n_tcp], dns=socks[n_tcp:])
+        n_tcp, n_dns = int(msg["ready"]["tcp"]), int(msg["ready"]["dns"])
+        self._diag = socks[n_tcp + n_dns]
+        return Listeners(transparent=socks[:n_tcp], dns=socks[n_tcp : n_tcp + n_dns])
 
     def spawn(self) -> None:
         assert self._chan is not None
         channel.send(self._chan, {"go": True})
-        try:
-            msg, _ = channel.recv(self._chan, SETUP_TIMEOUT)
-        except TimeoutError:
-            raise BoundaryError("start the command", "the jail did not start it in time") from None
-        if msg is None or "error" in msg:
-            err = (msg or {}).get("error") or {}
-            self._reap_setup()
-            raise BoundaryError(err.get("step", "start the command"), err.get("detail", "the jail exited"))
+        got: dict[str, Any] = {}
+        while "pid1" not in got or "notify" not in got:  # from S and from pid 1, in either order
+            try:
+                msg, _ = channel.recv(self._chan, SETUP_TIMEOUT)
+            except TimeoutError:
+                raise BoundaryError("start the command", "the jail did not start it in time") from None
+            if msg is None or "error" in msg:
+                err = (msg or {}).get("error") or {}
+                self._reap_setup()
+                raise BoundaryError(err.get("step", "start the command"), err.get("detail", "the jail exited"))
+            got.update(msg)
+        pid1 = int(got["pid1"])
         with contextlib.suppress(ProcessLookupError):  # already gone: nothing to signal
-            self._pid1_fd = os.pidfd_open(int(msg["pid1"]))
+            self._pid1_fd = os.pidfd_open(pid1)
+        self.supervisor = sockets.start_supervisor(
+            got,
+            pid1,
+            self._diag,
+            sockets.Rules(own_netns=True, inet=lambda raw: True, allow_unix=self.fs.allow_unix),
+            self.denials,
+        )
+        channel.send(self._chan, {"ack": True})
 
     async def wait(self) -> int:
         pidfd = os.pidfd_open(self._setup_pid)
@@ -145,6 +162,11 @@ class NsJail:
                 signal.pidfd_send_signal(self._pid1_fd, sig)
 
     def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        elif self._diag is not None:
+            self._diag.close()
         if self._setup_pid and self._status is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._setup_pid, signal.SIGKILL)
@@ -192,7 +214,7 @@ def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
     except _StepError as e:
         channel.send(chan, {"error": {"step": e.step, "detail": e.detail, "hint": e.hint}})
         return EXIT_BOUNDARY
-    channel.send(chan, {"ready": {"tcp": 2, "dns": 2}}, [s.fileno() for s in listeners])
+    channel.send(chan, {"ready": {"tcp": 2, "dns": 2, "diag": 1}}, [s.fileno() for s in listeners])
     for s in listeners:
         s.close()
     msg, _ = channel.recv(chan)
@@ -208,8 +230,7 @@ def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
         return EXIT_BOUNDARY
     if pid1 == 0:
         os.close(alive_w)
-        chan.close()
-        _pid1(alive_r, jail, uid, gid)
+        _pid1(alive_r, chan, jail, uid, gid)
     os.close(alive_r)
     channel.send(chan, {"pid1": pid1})
     chan.close()
@@ -258,6 +279,8 @@ def _prepare_namespaces(
         lambda: firewall.apply(firewall.jail_rules(), lock_dir=lock_dir, backends=(backend,)),
         HINT_FIREWALL,
     )
+    # unix_diag in J lists exactly the jail's own unix sockets (the socket supervisor's test)
+    listeners.append(_step("open the jail's sock_diag socket", sockdiag.open_diag))
     os.close(jail_fd)
     os.close(gw_fd)
     mplan = mounts.Plan(
@@ -270,8 +293,9 @@ def _prepare_namespaces(
 
 
 # -- P1: pid 1 of the jail ---------------------------------------------------
-def _pid1(alive_r: int, jail: NsJail, uid: int, gid: int) -> NoReturn:
-    """``uid``/``gid``: the caller's ids on the host, which the command gets back in the nested userns."""
+def _pid1(alive_r: int, chan: socket.socket, jail: NsJail, uid: int, gid: int) -> NoReturn:
+    """``uid``/``gid``: the caller's ids on the host, which the command gets back in the nested userns.
+    ``chan``: to the supervisor, which takes the socket filter's listener from here (pidfd_getfd)."""
     try:
         # S holds the pipe's write end: readable (EOF) means S is already gone
         init.die_with_parent(lambda: not select.select([alive_r], [], [], 0)[0])
@@ -280,6 +304,8 @@ def _pid1(alive_r: int, jail: NsJail, uid: int, gid: int) -> NoReturn:
         _step("drop privileges (nested user namespace)", lambda: userns.enter_nested(uid, gid))
         _step("drop capabilities", caps.drop_all)
         _step("set no_new_privs", caps.no_new_privs)
+        sockets.hand_over_listener(chan, bind=False)  # while still dumpable: the supervisor takes the fd from here
+        chan.close()
         # the command can see pid 1: nothing may ptrace it or write its memory, and it is filtered too
         _step("make pid 1 non-dumpable", caps.non_dumpable)
         _step("load the seccomp filter", lambda: seccomp.load(network=False))
@@ -290,5 +316,6 @@ def _pid1(alive_r: int, jail: NsJail, uid: int, gid: int) -> NoReturn:
 
     def before_exec() -> None:  # in the command's process (pid 1's filter is inherited)
         limits.limit_processes(jail.config.pids_limit)
+        limits.restore_nofile()
 
     init.run(jail.command, before_exec=before_exec, env=jail.env)

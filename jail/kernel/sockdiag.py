@@ -1,0 +1,114 @@
+"""Which unix socket is bound where (NETLINK_SOCK_DIAG, unix_diag): for a socket file's
+(device, inode) or an abstract name, the socket inode of the socket bound to it, among the
+sockets of one network namespace (the one the netlink socket was made in). Unprivileged.
+
+Parsing is pure (:func:`parse`) and bounded; the kernel is the only peer.
+Side effects: netlink I/O on the given socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+UDIAG_SHOW_NAME, UDIAG_SHOW_VFS = 0x1, 0x2
+UNIX_DIAG_NAME, UNIX_DIAG_VFS = 0, 1
+ALL_STATES = 0xFFFFFFFF
+MAX_BYTES = 64 << 20  # a dump larger than this is refused (fail closed: no match)
+
+_NLH = struct.Struct("=IHHII")
+_REQ = struct.Struct("=BBHIII8x")  # family, protocol, pad, states, ino, show, cookie
+_MSG = struct.Struct("=BBBBI8x")  # family, type, state, pad, ino, cookie
+_RTA = struct.Struct("=HH")
+_VFS = struct.Struct("=II")
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    ino: int  # the socket's inode (what /proc/PID/fd/N shows as socket:[ino])
+    vfs: tuple[int, int] | None  # (st_dev, st_ino & 0xffffffff) of its socket file, for pathname sockets
+    name: bytes  # bound name: a path, or b"\0..." for an abstract one
+
+
+def open_diag() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+
+
+def kernel_dev(dev: int) -> int:
+    """The kernel's internal dev_t (major << 20 | minor), as unix_diag reports it, as st_dev."""
+    return os.makedev(dev >> 20, dev & 0xFFFFF)
+
+
+def request(seq: int) -> bytes:
+    body = _REQ.pack(socket.AF_UNIX, 0, 0, ALL_STATES, 0, UDIAG_SHOW_NAME | UDIAG_SHOW_VFS)
+    return _NLH.pack(_NLH.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def parse(data: bytes) -> tuple[list[Bound], bool]:
+    """The bound sockets in one netlink read, and whether the dump is done. Raises ValueError."""
+    out: list[Bound] = []
+    off = 0
+    while off + _NLH.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLH.unpack_from(data, off)
+        if length < _NLH.size or off + length > len(data):
+            raise ValueError("truncated netlink message")
+        if kind == NLMSG_DONE:
+            return out, True
+        if kind == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", data, off + _NLH.size)
+            raise ValueError(f"sock_diag error {os.strerror(-code)}")
+        if kind == SOCK_DIAG_BY_FAMILY and length >= _NLH.size + _MSG.size:
+            _fam, _type, _state, _pad, ino = _MSG.unpack_from(data, off + _NLH.size)
+            name, vfs = b"", None
+            for rtype, payload in _attrs(data[off + _NLH.size + _MSG.size : off + length]):
+                if rtype == UNIX_DIAG_NAME:
+                    name = payload
+                elif rtype == UNIX_DIAG_VFS and len(payload) >= _VFS.size:
+                    vino, vdev = _VFS.unpack_from(payload)
+                    vfs = (kernel_dev(vdev), vino)
+            if name or vfs:
+                out.append(Bound(ino, vfs, name))
+        off += (length + 3) & ~3
+    return out, False
+
+
+def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    off = 0
+    while off + _RTA.size <= len(data):
+        length, rtype = _RTA.unpack_from(data, off)
+        if length < _RTA.size or off + length > len(data):
+            return
+        yield rtype, data[off + _RTA.size : off + length]
+        off += (length + 3) & ~3
+
+
+def bound_sockets(diag: socket.socket) -> list[Bound]:
+    """Every bound unix socket of the diag socket's network namespace. Raises OSError/ValueError."""
+    diag.send(request(1))
+    out: list[Bound] = []
+    total = 0
+    while True:
+        data = diag.recv(1 << 16)
+        total += len(data)
+        if not data or total > MAX_BYTES:
+            raise ValueError("sock_diag dump ended early or is too large")
+        got, done = parse(data)
+        out += got
+        if done:
+            return out
+
+
+def find(diag: socket.socket, *, vfs: tuple[int, int] | None = None, name: bytes | None = None) -> Bound | None:
+    """The socket bound to that file (st_dev, st_ino) or that abstract name, if any."""
+    key = None if vfs is None else (vfs[0], vfs[1] & 0xFFFFFFFF)
+    for b in bound_sockets(diag):
+        if (key is not None and b.vfs == key) or (name is not None and b.name == name):
+            return b
+    return None

@@ -1,0 +1,235 @@
+"""seccomp user notification (SECCOMP_RET_USER_NOTIF, Linux 5.0+): a filter that hands the
+command's address-taking socket calls (connect, bind, sendto with an address, sendmsg,
+sendmmsg) to boundary, and the supervisor's side of it: receive a notification, read the
+target's memory, take a duplicate of its file descriptor (pidfd_getfd, 5.6+), resolve a path
+as the target would (openat2, 5.6+), answer.
+
+The filter is a few BPF instructions written here (pure, testable); the syscall numbers are
+per architecture. It is loaded with SECCOMP_FILTER_FLAG_NEW_LISTENER, and where the kernel
+has it (5.19+) SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, so that once boundary has taken a
+notification only a fatal signal interrupts the call (an emulated connect is never replayed).
+A second filter (jail.kernel.seccomp) is loaded beside it: when both match, its ERRNO answers
+win over USER_NOTIF (the kernel takes the most restrictive action of all filters).
+
+Side effects: seccomp(2) in the calling thread; ioctl, process_vm_readv, pidfd_* on the
+supervisor side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .syscalls import libc
+
+SECCOMP_SET_MODE_FILTER = 1
+FLAG_NEW_LISTENER = 1 << 3
+FLAG_WAIT_KILLABLE_RECV = 1 << 5
+RET_ALLOW = 0x7FFF0000
+RET_USER_NOTIF = 0x7FC00000
+USER_NOTIF_FLAG_CONTINUE = 1
+IOCTL_NOTIF_RECV = 0xC0502100
+IOCTL_NOTIF_SEND = 0xC0182101
+IOCTL_NOTIF_ID_VALID = 0x40082102
+PIDFD_THREAD = os.O_EXCL
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_NO_MAGICLINKS = 0x02
+
+# BPF opcodes and the offsets of struct seccomp_data
+LD_W_ABS, JEQ_K, RET_K = 0x20, 0x15, 0x06
+OFF_NR, OFF_ARCH, OFF_ARGS = 0, 4, 16
+
+
+@dataclass(frozen=True, slots=True)
+class Arch:
+    audit: int
+    nr: dict[str, int]
+
+
+ARCHES = {
+    "x86_64": Arch(0xC000003E, {
+        "connect": 42, "sendto": 44, "sendmsg": 46, "bind": 49, "sendmmsg": 307, "seccomp": 317,
+        "process_vm_readv": 310, "pidfd_open": 434, "openat2": 437, "pidfd_getfd": 438,
+    }),
+    "aarch64": Arch(0xC00000B7, {
+        "connect": 203, "sendto": 206, "sendmsg": 211, "bind": 200, "sendmmsg": 269, "seccomp": 277,
+        "process_vm_readv": 270, "pidfd_open": 434, "openat2": 437, "pidfd_getfd": 438,
+    }),
+}  # fmt: skip
+NOTIFIED = ("connect", "sendmsg", "sendmmsg")  # always; sendto only with an address; bind on request
+
+
+def arch() -> Arch:
+    machine = platform.machine()
+    if machine not in ARCHES:
+        raise OSError(errno.ENOSYS, f"no seccomp notification support for {machine}")
+    return ARCHES[machine]
+
+
+def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def program(a: Arch, *, bind: bool) -> bytes:
+    """The filter as struct sock_filter[]: notify connect, sendmsg, sendmmsg, sendto with a
+    non-NULL address (and bind when ``bind``); allow everything else (the other filter decides
+    the rest, including calls of other ABIs)."""
+    calls = [a.nr[n] for n in NOTIFIED] + ([a.nr["bind"]] if bind else [])
+    # layout: 0 ld arch, 1 jeq arch, 2 ld nr, 3.. jeq each call, jeq sendto, ld lo, jeq 0, ld hi, jeq 0,
+    # then ALLOW, NOTIFY
+    n = len(calls)
+    allow = 3 + n + 5  # index of the ALLOW return
+    notify = allow + 1
+    out = [_ins(LD_W_ABS, OFF_ARCH), _ins(JEQ_K, a.audit, 0, allow - 2), _ins(LD_W_ABS, OFF_NR)]
+    for i, nr in enumerate(calls):
+        here = 3 + i
+        out.append(_ins(JEQ_K, nr, notify - here - 1, 0))
+    here = 3 + n
+    out.append(_ins(JEQ_K, a.nr["sendto"], 0, allow - here - 1))
+    arg4 = OFF_ARGS + 8 * 4
+    out.append(_ins(LD_W_ABS, arg4 + (0 if _little() else 4)))  # low 32 bits of dest_addr
+    out.append(_ins(JEQ_K, 0, 0, notify - (here + 2) - 1))
+    out.append(_ins(LD_W_ABS, arg4 + (4 if _little() else 0)))  # high 32 bits
+    out.append(_ins(JEQ_K, 0, allow - (here + 4) - 1, notify - (here + 4) - 1))
+    out.append(_ins(RET_K, RET_ALLOW))
+    out.append(_ins(RET_K, RET_USER_NOTIF))
+    return b"".join(out)
+
+
+def _little() -> bool:
+    import sys
+
+    return sys.byteorder == "little"
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def _syscall(name: str, *args: object) -> int:
+    ret = int(libc.syscall(ctypes.c_long(arch().nr[name]), *args))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return ret
+
+
+def install(*, bind: bool) -> int:
+    """Load the notification filter into the calling thread (no_new_privs must be set); return
+    the listener fd. Raises OSError (ENOSYS/EINVAL where the kernel lacks user notification)."""
+    code = program(arch(), bind=bind)
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    flags = FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV
+    try:
+        return _syscall("seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(prog))
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    # before 5.19: no WAIT_KILLABLE_RECV (a signal may then replay an answered call)
+    return _syscall(
+        "seccomp", ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(FLAG_NEW_LISTENER), ctypes.byref(prog)
+    )
+
+
+# -- the supervisor's side -------------------------------------------------
+_NOTIF = struct.Struct("=QII iIQ 6Q")  # id, pid, flags, nr, arch, ip, args[6]
+_RESP = struct.Struct("=QqiI")  # id, val, error, flags
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    pid: int  # the calling thread, as seen from the supervisor's pid namespace
+    nr: int
+    args: tuple[int, ...]
+
+
+def receive(listener: int) -> Notification | None:
+    """The next notification (call when the listener is readable); None when the caller vanished."""
+    buf = ctypes.create_string_buffer(_NOTIF.size)  # zeroed, as the kernel requires
+    if libc.ioctl(ctypes.c_int(listener), ctypes.c_ulong(IOCTL_NOTIF_RECV), buf) < 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOENT, errno.EINTR):
+            return None
+        raise OSError(err, f"SECCOMP_IOCTL_NOTIF_RECV: {os.strerror(err)}")
+    nid, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf.raw)
+    return Notification(nid, pid, nr, tuple(args))
+
+
+def respond(listener: int, nid: int, *, val: int = 0, error: int = 0, cont: bool = False) -> None:
+    """Answer: ``error`` an errno (the call fails with it), else ``val`` is its return value;
+    ``cont``: let the kernel run the call itself. A caller that vanished meanwhile is ignored."""
+    buf = ctypes.create_string_buffer(_RESP.pack(nid, val, -error, USER_NOTIF_FLAG_CONTINUE if cont else 0))
+    if libc.ioctl(ctypes.c_int(listener), ctypes.c_ulong(IOCTL_NOTIF_SEND), buf) < 0:
+        err = ctypes.get_errno()
+        if err != errno.ENOENT:
+            raise OSError(err, f"SECCOMP_IOCTL_NOTIF_SEND: {os.strerror(err)}")
+
+
+def still_waiting(listener: int, nid: int) -> bool:
+    """True while the notifying thread still waits for this answer (so its pid was not reused)."""
+    cid = ctypes.c_uint64(nid)
+    return bool(libc.ioctl(ctypes.c_int(listener), ctypes.c_ulong(IOCTL_NOTIF_ID_VALID), ctypes.byref(cid)) == 0)
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+def read_memory(pid: int, addr: int, size: int) -> bytes:
+    """``size`` bytes at ``addr`` in process ``pid`` (process_vm_readv). Raises OSError (EFAULT)."""
+    if size <= 0:
+        return b""
+    buf = ctypes.create_string_buffer(size)
+    local, remote = _IOVec(ctypes.addressof(buf), size), _IOVec(addr, size)
+    got = _syscall(
+        "process_vm_readv", ctypes.c_long(pid), ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
+        ctypes.c_ulong(1), ctypes.c_ulong(0),
+    )  # fmt: skip
+    if got != size:
+        raise OSError(errno.EFAULT, "short read of the caller's memory")
+    return buf.raw
+
+
+def pidfd_open_thread(tid: int) -> int:
+    """A pidfd for the thread ``tid`` (PIDFD_THREAD, 6.9+; else the thread-group leader only)."""
+    try:
+        return _syscall("pidfd_open", ctypes.c_int(tid), ctypes.c_uint(PIDFD_THREAD))
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    return _syscall("pidfd_open", ctypes.c_int(tid), ctypes.c_uint(0))
+
+
+def take_fd(pidfd: int, fd: int) -> int:
+    """A duplicate, in this process, of the target's ``fd`` (same open file: same socket)."""
+    return _syscall("pidfd_getfd", ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+
+
+def open_in_root(root_fd: int, path: bytes) -> int:
+    """O_PATH fd of ``path`` resolved with ``root_fd`` as "/" (RESOLVE_IN_ROOT: absolute symlinks and
+    ".." stay inside it, as they do for a process whose root that is)."""
+    how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    return _syscall(
+        "openat2", ctypes.c_int(root_fd), ctypes.c_char_p(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
+    )
+
+
+def raw_call(fn: str, fd: int, *args: object) -> int:
+    """``fn`` (connect, sendto) of libc on ``fd`` with raw arguments: the result, or -errno."""
+    ret = int(getattr(libc, fn)(ctypes.c_int(fd), *args))
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def sockaddr_args(raw: bytes) -> Sequence[object]:
+    return (ctypes.c_char_p(raw), ctypes.c_uint(len(raw)))
