@@ -6,6 +6,7 @@ and --allow-unix opens exactly the one named."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -121,15 +122,11 @@ class Outside:
 
     def heard(self) -> list[str]:
         out = []
-        try:
+        with contextlib.suppress(BlockingIOError):
             self.stream.accept()[0].close()
             out.append("stream connection")
-        except BlockingIOError:
-            pass
-        try:
+        with contextlib.suppress(BlockingIOError):
             out.append(f"datagram {self.dgram.recv(100)!r}")
-        except BlockingIOError:
-            pass
         return out
 
     def close(self) -> None:
