@@ -94,6 +94,22 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     )
 
 
+def writable_root(fs: FsPolicy, path: str, mode: str) -> str | None:
+    """The writable root of the jail (``mode`` nsjail or landjail) that ``path`` lies in, unless a hidden
+    path covers it; None when the jail cannot write ``path``. nsjail's /tmp and /dev/shm are its own, so
+    the host's are not writable there; landjail writes the host's."""
+    real = os.path.realpath(path)
+    if any(under(real, os.path.realpath(h)) for h in fs.hidden):
+        return None
+    roots = [*fs.writable, *fs.tmpfs]
+    if mode == "landjail":
+        roots = [fs.workspace, *fs.private_tmp, *fs.tool_state, *fs.extra_rw, *fs.tmpfs]
+    for root in roots:
+        if under(real, os.path.realpath(root)):
+            return root
+    return None
+
+
 def jail_env(env: Mapping[str, str], allow_unix: Iterable[str] = ()) -> dict[str, str]:
     """The caller's environment minus what names a socket outside the jail (SOCKET_ENV, an X display
     on a unix socket, ``DOCKER_HOST=unix://...``), unless its value names an ``--allow-unix`` path."""

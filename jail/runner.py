@@ -72,8 +72,10 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         env = ca.env(env)
         files = ca.files()
     if config.jail_type is JailType.LANDJAIL:
+        _audit_out_of_reach(config, fs, "landjail")
         jail: Jail = LandJail(config, command, fs, env)
         return jail, jail.prepare()
+    _audit_out_of_reach(config, fs, "nsjail")
     jail = NsJail(config, command, fs, env, files)
     try:
         return jail, jail.prepare()
@@ -82,8 +84,22 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         if config.jail_type is JailType.NSJAIL or e.step != USERNS_STEP:
             raise
         log.info("user namespaces are refused here (%s); using landjail", e.detail)
+    _audit_out_of_reach(config, fs, "landjail")
     jail = LandJail(config, command, fs, env)
     return jail, jail.prepare()
+
+
+def _audit_out_of_reach(config: Config, fs: fspolicy.FsPolicy, mode: str) -> None:
+    """Refuse an audit log the jail could rewrite (in the workspace, a --rw path, landjail's /tmp)."""
+    if config.audit_log is None:
+        return
+    root = fspolicy.writable_root(fs, str(config.audit_log), mode)
+    if root is not None:
+        raise BoundaryError(
+            "open the audit log",
+            f"{config.audit_log} is writable from inside the {mode} (it lies in {root})",
+            hint="put it outside the workspace, /tmp and --rw paths (default: $XDG_STATE_HOME/boundary/audit.jsonl)",
+        )
 
 
 def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) -> int:

@@ -317,10 +317,16 @@ def boundary_env(tmp: Path) -> dict[str, str]:
 VISIBLE_ROOT: Path | None = None
 
 
+def audit_path(tmp: Path) -> Path:
+    """Where a test's `boundary run` writes its audit log: in its state dir, which the jail cannot see (a log
+    in a path the jail can write is refused)."""
+    return Path(boundary_env(tmp)["XDG_STATE_HOME"]) / "boundary" / "audit.jsonl"
+
+
 def boundary_cmd(tmp: Path, *args: str) -> list[str]:
-    """`boundary run` with the audit log in ``tmp`` and the test run's temp root visible."""
+    """`boundary run` with the audit log in its state dir and the test run's temp root visible."""
     root = VISIBLE_ROOT or tmp.parent
-    return [sys.executable, "-m", "jail", "run", "--audit-log", str(tmp / "audit.jsonl"), "--rw", str(root), *args]
+    return [sys.executable, "-m", "jail", "run", "--audit-log", str(audit_path(tmp)), "--rw", str(root), *args]
 
 
 def boundary_run(
@@ -343,7 +349,7 @@ def boundary_run(
         check=False,
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
-    return RunResult(r.returncode, r.stdout, r.stderr, tmp / "audit.jsonl")
+    return RunResult(r.returncode, r.stdout, r.stderr, audit_path(tmp))
 
 
 class BannerEcho:
