@@ -29,7 +29,6 @@ import ipaddress
 import json
 import logging
 import os
-import select
 import socket
 import stat
 import struct
@@ -61,6 +60,9 @@ class Rules:
     allow_unix: tuple[str, ...] = ()  # host paths of sockets the user opened with --allow-unix
 
 
+PROXY_ADDRESSES = ("127.0.0.1", "::1")  # where landjail's proxy listens (not all of 127/8: other servers)
+
+
 def proxy_only(ports: Sequence[int]) -> Callable[[bytes], bool]:
     """landjail: loopback, on the proxy's port(s) only."""
 
@@ -69,7 +71,10 @@ def proxy_only(ports: Sequence[int]) -> Callable[[bytes], bool]:
             host, port = parse_inet(raw)
         except ValueError:
             return False
-        return port in ports and ipaddress.ip_address(host).is_loopback
+        addr = ipaddress.ip_address(host)
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return port in ports and str(addr) in PROXY_ADDRESSES
 
     return check
 
@@ -107,51 +112,50 @@ class Supervisor:
     rules: Rules
     on_deny: Deny
     binds: set[int] = field(default_factory=set)  # landjail: socket inodes the jail bound
-    _stop_r: int = -1
-    _stop_w: int = -1
+    _stopping: bool = False
     _thread: threading.Thread | None = None
     _pool: ThreadPoolExecutor | None = None
     _diag_lock: threading.Lock = field(default_factory=threading.Lock)
+    _inline: set[int] = field(default_factory=set)
 
     def start(self) -> None:
-        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        nr = unotify.arch().nr
+        self._inline = {nr["sendmsg"], nr["sendmmsg"], nr["bind"]}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="boundary-sock")
         self._thread = threading.Thread(target=self._serve, name="boundary-sockets", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping = True
         if self._thread is not None:
-            os.write(self._stop_w, b"x")
-            self._thread.join(10)
+            # the jail is gone by now, so the receive fails at once (a caller killed mid-call included);
+            # should one still be waiting, the thread stays blocked (a daemon) rather than holding us up
+            self._thread.join(1)
             self._thread = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        for fd in (self._stop_r, self._stop_w, self.listener):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(self.listener)
         self.diag.close()
 
     # -- the loop ----------------------------------------------------------
     def _serve(self) -> None:
-        poll = select.poll()
-        poll.register(self.listener, select.POLLIN)
-        poll.register(self._stop_r, select.POLLIN)
-        while True:
-            events = dict(poll.poll())
-            if self._stop_r in events:
-                return
-            ev = events.get(self.listener, 0)
-            if ev & select.POLLIN:
-                try:
-                    n = unotify.receive(self.listener)
-                except OSError as e:
+        """Blocks in the receive ioctl itself (one wake-up per call, not two): it fails once every process
+        under the filter is gone, or the listener is closed at stop()."""
+        while not self._stopping:
+            try:
+                n = unotify.receive(self.listener)
+            except OSError as e:
+                if not self._stopping and e.errno not in (errno.EBADF, errno.ENOTCONN):
                     log.warning("socket supervisor stopped: %s", e)
-                    return
-                if n is not None and self._pool is not None:
-                    self._pool.submit(self._handle, n)
-            elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                return  # every process under the filter is gone
+                return
+            if n is None or self._pool is None:
+                continue
+            if n.nr in self._inline:  # never blocks: answered here, without a thread hop
+                self._handle(n)
+            else:
+                self._pool.submit(self._handle, n)
 
     def _handle(self, n: unotify.Notification) -> None:
         try:
@@ -168,6 +172,11 @@ class Supervisor:
 
     def _decide(self, n: unotify.Notification) -> _Answer | None:
         nr = unotify.arch().nr
+        names: list[tuple[int, int]] = []
+        if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
+            names = self._msg_names(n)
+            if not names:
+                return _Answer(cont=True)  # the common case: a connected socket, no address
         pidfd = unotify.pidfd_open_thread(n.pid)
         try:
             if not unotify.still_waiting(self.listener, n.id):
@@ -192,8 +201,9 @@ class Supervisor:
                 if sock.family == socket.AF_UNIX:
                     self.binds.add(os.fstat(sock.fileno()).st_ino)
                 return _Answer(cont=True)
-            if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
-                return self._sendmsg(n, sock)
+            if n.nr in (nr["sendmsg"], nr["sendmmsg"]) and sock.family == socket.AF_UNIX:
+                for ptr, size in names:
+                    _close(self._checked(n, sock, self._address(n, ptr, size), "send to")[1])
         return _Answer(cont=True)
 
     def _address(self, n: unotify.Notification, ptr: int, size: int) -> bytes:
@@ -227,21 +237,20 @@ class Supervisor:
         return _Answer(error=-ret) if ret < 0 else _Answer(val=ret)
 
     # -- sendmsg/sendmmsg: checked, then run by the kernel -----------------
-    def _sendmsg(self, n: unotify.Notification, sock: socket.socket) -> _Answer:
-        if sock.family != socket.AF_UNIX:
-            return _Answer(cont=True)
-        nr = unotify.arch().nr
-        if n.nr == nr["sendmsg"]:
+    def _msg_names(self, n: unotify.Notification) -> list[tuple[int, int]]:
+        """(pointer, length) of each address a sendmsg/sendmmsg call carries."""
+        if n.nr == unotify.arch().nr["sendmsg"]:
             headers = [unotify.read_memory(n.pid, n.args[1], _MSGHDR.size)]
         else:
             count = min(n.args[2] & 0xFFFFFFFF, MAX_MMSG)
             blob = unotify.read_memory(n.pid, n.args[1], count * _MMSGHDR_SIZE) if count else b""
             headers = [blob[i * _MMSGHDR_SIZE : i * _MMSGHDR_SIZE + _MSGHDR.size] for i in range(count)]
+        out = []
         for h in headers:
             name, namelen = _MSGHDR.unpack(h)[:2]
             if name and namelen:
-                _close(self._checked(n, sock, self._address(n, name, namelen), "send to")[1])
-        return _Answer(cont=True)
+                out.append((name, namelen))
+        return out
 
     # -- the decision ------------------------------------------------------
     def _checked(self, n: unotify.Notification, sock: socket.socket, raw: bytes, verb: str) -> tuple[bytes, int]:

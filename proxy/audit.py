@@ -28,6 +28,11 @@ DNS_SEEN_MAX = 65536
 _STOP = object()
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (and backslashes) escaped, for one line on a terminal."""
+    return "".join(c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode() for c in text)
+
+
 class AuditSink:
     def __init__(
         self,
@@ -118,6 +123,8 @@ class AuditSink:
     def socket_refused(self, what: str, why: str) -> None:
         """A socket call the jail's socket supervisor refused (an outside unix socket, a TCP connect that
         bypassed the proxy): audited as event ``socket``, announced once per ``what``."""
+        # names the jail chose: no terminal control sequences on the user's stderr
+        what, why = printable(what), printable(why)
         rec: dict[str, Any] = dict.fromkeys(FIELDS)
         rec.update(ts=time.time(), event="socket", decision="deny", host=what, port=0, scheme="unix", reason=why)
         rec.update(bytes_up=0, bytes_down=0, duration_ms=0.0, mode=self.mode, run_id=self.run_id)

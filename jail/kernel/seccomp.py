@@ -23,6 +23,8 @@ MAX_FAMILY = 64
 BAD_SOCK_TYPES = (socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_RDM, socket.SOCK_SEQPACKET, 6, 10)
 MSG_FASTOPEN = 0x20000000
 TCP_FASTOPEN_CONNECT = 30
+PRIO_PROCESS = 0
+IOPRIO_WHO_PROCESS = 1
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 FORBIDDEN_CALLS = (
@@ -43,6 +45,7 @@ def build(*, network: bool) -> sc.SyscallFilter:
     _common(f)
     if network:
         _sockets(f)
+        _others(f)
     return f
 
 
@@ -59,6 +62,16 @@ def _common(f: sc.SyscallFilter) -> None:
             f.add_rule(sc.ERRNO(errno.EPERM), "unshare", sc.Arg(0, sc.MASKED_EQ, 1 << bit, 1 << bit))
             f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, 1 << bit, 1 << bit))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags sit in a struct seccomp cannot read: libc falls back to clone
+
+
+def _others(f: sc.SyscallFilter) -> None:
+    """landjail (no pid namespace: the user's other processes are in reach): no changing another process's
+    priority, I/O priority or resource limits (same-uid processes are fair game for these otherwise)."""
+    deny = sc.ERRNO(errno.EPERM)
+    for name, self_kind in (("setpriority", PRIO_PROCESS), ("ioprio_set", IOPRIO_WHO_PROCESS)):
+        f.add_rule(deny, name, sc.Arg(0, sc.NE, self_kind))  # one process (not a group or a user)...
+        f.add_rule(deny, name, sc.Arg(1, sc.NE, 0))  # ...the caller itself
+    f.add_rule(deny, "prlimit64", sc.Arg(0, sc.NE, 0))
 
 
 def _sockets(f: sc.SyscallFilter) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import struct
@@ -64,6 +65,7 @@ ARCHES = {
 NOTIFIED = ("connect", "sendmsg", "sendmmsg")  # always; sendto only with an address; bind on request
 
 
+@functools.cache
 def arch() -> Arch:
     machine = platform.machine()
     if machine not in ARCHES:

@@ -16,9 +16,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -63,6 +65,7 @@ class LandJail:
         self._port = 0
         self.denials = sockets.DenyLog()
         self.supervisor: sockets.Supervisor | None = None
+        self._tmpdir: list[str] = []
 
     def prepare(self) -> Listeners:
         ok, why = available()
@@ -70,10 +73,14 @@ class LandJail:
             raise BoundaryError("start the landjail mode", why, hint=HINT_LANDLOCK)
         listeners = Listeners.loopback(self.config.proxy_port)
         self._port = listeners.port
+        # the command's own TMPDIR (sockets and all); the shared /tmp takes no new sockets or symlinks
+        self._tmpdir = [tempfile.mkdtemp(prefix=f"boundary-{self.config.run_id}-")]
         return listeners
 
     def child_env(self) -> dict[str, str]:
         env = toolconfig.proxy_env(self.env, f"http://127.0.0.1:{self._port}")
+        for key in ("TMPDIR", "TMP", "TEMP"):
+            env[key] = self._tmpdir[0]
         shim = shim_path()
         if shim is None:
             log.warning("the connect shim is not built (no C compiler at install?): proxy-unaware programs will fail")
@@ -88,22 +95,26 @@ class LandJail:
         """The file policy as grants: Landlock cannot subtract, so each grant is its tree minus the hidden paths.
         --tmpfs paths are granted writable (there is no mount namespace to empty them in)."""
         fs = self.fs
-        write_roots = [fs.workspace, *fs.private_tmp, *fs.tool_state, *fs.extra_rw, *fs.tmpfs]
-        write: list[str] = []
-        for root in write_roots:
-            grants = fspolicy.tree_minus_holes(root, fs.hidden)
-            if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in fs.hidden):
-                log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
-                            "directly in it cannot be created", root)  # fmt: skip
-            write += grants
+        write = self._grants([fs.workspace, *fs.tool_state, *fs.extra_rw, *fs.tmpfs, *self._tmpdir])
         read = fspolicy.tree_minus_holes("/", fs.hidden) + list(fs.read_only)
         return landlock.Policy(
             read=read,
             write=write,
+            shared=self._grants(fs.private_tmp),  # the host's /tmp: no sockets or symlinks planted there
             devices=list(DEVICES),
             connect_ports=[self._port],
             bind_ports=[] if self.config.no_bind else None,
         )
+
+    def _grants(self, roots: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        for root in roots:
+            grants = fspolicy.tree_minus_holes(root, self.fs.hidden)
+            if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in self.fs.hidden):
+                log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
+                            "directly in it cannot be created", root)  # fmt: skip
+            out += grants
+        return out
 
     def spawn(self) -> None:
         """Fork the keeper K (a subreaper, non-dumpable, out of the command's Landlock domain, so the command
@@ -175,6 +186,9 @@ class LandJail:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
+        for d in self._tmpdir:
+            shutil.rmtree(d, ignore_errors=True)
+        self._tmpdir = []
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
@@ -203,18 +217,21 @@ def _keeper(
     """K: the command's parent and the subreaper of everything it starts; see LandJail.spawn."""
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     caps.non_dumpable()
+    group = os.getpgrp()
+    os.setpgid(0, 0)  # out of reach of `kill -9 -PGID` aimed at boundary and the command
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, KEEPER_DEATH_SIGNAL)
     signal.pthread_sigmask(signal.SIG_BLOCK, {KEEPER_DEATH_SIGNAL})  # waited for in init.run
     if os.getppid() != boundary:  # boundary died before the prctl
         os._exit(EXIT_BOUNDARY)
     init.run(
-        command, lambda: _child(chan, command, env, policy, set_limits), env, after_fork=chan.close,
+        command, lambda: _child(chan, group, command, env, policy, set_limits), env, after_fork=chan.close,
         parent_death=KEEPER_DEATH_SIGNAL, at_exit=init.kill_descendants,
     )  # fmt: skip
 
 
 def _child(
     chan: socket.socket,
+    group: int,
     command: Sequence[str],
     env: dict[str, str],
     policy: landlock.Policy,
@@ -224,6 +241,8 @@ def _child(
     step = "make the command's process dumpable"
     try:
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)  # K is not; boundary takes the filter's listener from here
+        step = "join boundary's process group"
+        os.setpgid(0, group)  # the terminal's foreground group when boundary has it: ^C, job control, tty reads
         step = "set the parent-death signal"
         syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         step = "set no_new_privs"

@@ -33,18 +33,20 @@ LAST_LINE = 'os.execv(sys.executable, [sys.executable, "-c", "import time; time.
 PROBE = PROBE.replace("LAST_LINE", LAST_LINE)
 
 
+@pytest.mark.parametrize("target", ["boundary", "its process group"])
 @pytest.mark.parametrize("mode", ["nsjail", "landjail"])
-def test_sigkill_of_boundary_leaves_nothing(tmp_path: Path, mode: str) -> None:
+def test_sigkill_of_boundary_leaves_nothing(tmp_path: Path, mode: str, target: str) -> None:
     token = f"boundary-residue-{uuid.uuid4().hex}"
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     pidfile = tmp_path / "daemon.pid"
     cmd = boundary_cmd(tmp_path, "--jail-type", mode, "--", sys.executable, str(probe), token, str(pidfile))
-    proc = subprocess.Popen(cmd, env=boundary_env(tmp_path), stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=boundary_env(tmp_path), stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         # the daemon and the command's own sleep both run
         wait_for(lambda: pidfile.exists() and pidfile.read_text() and len(processes_with(token)) >= 2)
-        os.kill(proc.pid, signal.SIGKILL)
+        # `kill -9 -PGID` (a terminal's way) reaches boundary and the command, not landjail's keeper
+        os.kill(proc.pid if target == "boundary" else -proc.pid, signal.SIGKILL)
         proc.wait(READY_TIMEOUT)
         wait_for(lambda: not processes_with(token), timeout=5)
     finally:

@@ -1,0 +1,150 @@
+"""What landjail shares with the user's other programs, since it has no namespaces: the host's /tmp
+(no socket or symlink may be planted there for an outside client to find, e.g. a fake tmux server;
+the command has a TMPDIR of its own), loopback (only boundary's own proxy addresses, not another
+server that listens on the proxy's port), and the user's other processes (no renicing or changing
+their limits). Also: names the jail chose are printed without their control characters."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.support import boundary_run
+
+PLANT = r"""
+import errno, json, os, socket, sys
+base = sys.argv[1]
+out = {}
+def attempt(name, fn):
+    try:
+        fn(); out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+def bind(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.listen()
+attempt("socket in /tmp", lambda: bind(os.path.join(base, "default")))
+attempt("symlink in /tmp", lambda: os.symlink(os.environ["TMPDIR"], os.path.join(base, "link")))
+attempt("file in /tmp", lambda: open(os.path.join(base, "file"), "w").close())
+own = os.path.join(os.environ["TMPDIR"], "own.sock")
+attempt("socket in TMPDIR", lambda: bind(own))
+attempt("link socket into /tmp", lambda: os.link(own, os.path.join(base, "hard")))
+attempt("rename socket into /tmp", lambda: os.rename(own, os.path.join(base, "moved")))
+out["TMPDIR"] = os.environ["TMPDIR"]
+print(json.dumps(out))
+"""
+
+
+def test_no_socket_or_symlink_planted_in_the_shared_tmp(tmp_path: Path) -> None:
+    # a directory of the user's in the shared /tmp, as /tmp/tmux-UID is (its socket not there yet)
+    base = tempfile.mkdtemp(prefix="boundary-plant-", dir="/tmp")
+    probe = tmp_path / "plant.py"
+    probe.write_text(PLANT)
+    try:
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, str(probe), base)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["file in /tmp"] == "ok"  # /tmp stays writable for ordinary files
+        for name in ("socket in /tmp", "symlink in /tmp", "link socket into /tmp", "rename socket into /tmp"):
+            assert out[name] == "EACCES", (name, out)
+        assert out["socket in TMPDIR"] == "ok", out
+        assert not Path(out["TMPDIR"]).exists()  # removed at exit
+    finally:
+        subprocess.run(["rm", "-rf", base], check=False)
+
+
+RAW_CONNECT = r"""
+import ctypes, errno, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket()
+port = int(sys.argv[2])
+addr = bytes([2, 0]) + port.to_bytes(2, "big") + socket.inet_aton(sys.argv[1]) + bytes(8)
+r = libc.syscall(42, s.fileno(), ctypes.c_char_p(addr), 16)  # connect(2) itself: no libc wrapper, no shim
+print("connected" if r == 0 else errno.errorcode.get(ctypes.get_errno(), "?"))
+"""
+
+
+def test_only_the_proxys_own_addresses_on_its_port(tmp_path: Path) -> None:
+    canary = socket.create_server(("127.0.0.2", 0))
+    canary.setblocking(False)
+    port = canary.getsockname()[1]
+    probe = tmp_path / "raw.py"
+    probe.write_text(RAW_CONNECT)
+    try:
+        r = boundary_run(
+            tmp_path, "--jail-type", "landjail", "--", sys.executable, str(probe), "127.0.0.2", str(port),
+            env={"BOUNDARY_PROXY_PORT": str(port)},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "EACCES", r.stdout
+        try:
+            canary.accept()
+            heard = True
+        except BlockingIOError:
+            heard = False
+        assert not heard
+    finally:
+        canary.close()
+
+
+OTHERS = r"""
+import ctypes, errno, json, os, resource, sys
+libc = ctypes.CDLL(None, use_errno=True)
+pid = int(sys.argv[1])
+out = {}
+def call(name, *args):
+    r = getattr(libc, name)(*args)
+    out[name] = "ok" if r == 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+call("setpriority", 0, pid, 19)
+out["prlimit"] = "ok"
+try:
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (16, 16))
+except OSError as e:
+    out["prlimit"] = errno.errorcode.get(e.errno, "?")
+out["own nice"] = os.nice(1) >= 0
+print(json.dumps(out))
+"""
+
+
+def test_other_processes_of_the_user_cannot_be_reniced_or_limited(tmp_path: Path) -> None:
+    victim = subprocess.Popen(["sleep", "120"])
+    probe = tmp_path / "others.py"
+    probe.write_text(OTHERS)
+    try:
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, str(probe), str(victim.pid))
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["setpriority"] == "EPERM", out
+        assert out["prlimit"] == "EPERM", out
+        assert out["own nice"] is True  # its own priority is its own business
+        status = Path(f"/proc/{victim.pid}/limits").read_text()
+        assert "Max open files            16 " not in status
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_refusal_lines_carry_no_control_characters(tmp_path: Path) -> None:
+    name = tmp_path / "evil\n\x1b[32mboundary: all good\x07.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(name))
+    listener.listen()
+    try:
+        r = boundary_run(
+            tmp_path, "--jail-type", "landjail", "--", sys.executable, "-c",
+            "import socket, sys\ntry:\n    socket.socket(socket.AF_UNIX).connect(sys.argv[1])\n"
+            "except OSError:\n    pass",
+            str(name),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "denied connect unix socket" in r.stderr, r.stderr
+        assert "\x1b" not in r.stderr
+        assert "\x07" not in r.stderr
+        assert "\nboundary: all good" not in r.stderr
+    finally:
+        listener.close()
