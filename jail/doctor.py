@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .config import FIREWALL_BACKENDS
 from .errors import describe
-from .kernel import firewall, landlock, syscalls
+from .kernel import firewall, landlock, syscalls, unotify
 from .modes.nsjail import HINT_FIREWALL, HINT_USERNS
 from .shim import shim_path
 
@@ -48,6 +48,30 @@ def _try_userns() -> str | None:
     return why or None
 
 
+def _try_notify() -> str | None:
+    """None when a seccomp user-notification filter loads and pidfd_getfd works, else why not."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+            fd = unotify.install(bind=False)
+            pidfd = os.pidfd_open(os.getpid())
+            os.close(unotify.take_fd(pidfd, fd))
+        except OSError as e:
+            os.write(w, describe(e).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode()
+    os.waitpid(pid, 0)
+    return why or None
+
+
 def checks() -> list[Check]:
     out = []
     why = _try_userns()
@@ -66,6 +90,13 @@ def checks() -> list[Check]:
         shim = shim_path()
         extra = "connect shim built" if shim else "connect shim NOT built (reinstall with a C compiler)"
         out.append(Check("landjail", True, f"Landlock ABI {abi}; {extra}"))
+    why = _try_notify()
+    if why is None:
+        out.append(Check("unix sockets", True, "seccomp user notification and pidfd_getfd work: outside sockets "
+                         "are refused in both modes"))  # fmt: skip
+    else:
+        out.append(Check("unix sockets", False, f"seccomp user notification is unavailable ({why}): outside unix "
+                         "sockets stay reachable (boundary warns on every run)", "Linux 5.9+ is needed"))  # fmt: skip
     out.append(Check("memory limits", False, "boundary does not manage cgroups: --memory is not enforced"))
     return out
 
