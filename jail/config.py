@@ -256,7 +256,7 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
     audit = pick(flags.audit_log, "BOUNDARY_AUDIT_LOG", "audit_log", None)
     log_dir = env.get("BOUNDARY_LOG_DIR") or y.get("log_dir")
     if audit is None:
-        audit = Path(log_dir) / "boundary-audit.jsonl" if log_dir else sdir / "audit.jsonl"
+        audit = Path(log_dir).expanduser() / "boundary-audit.jsonl" if log_dir else sdir / "audit.jsonl"
     workspace = Path(pick(flags.workspace, "BOUNDARY_WORKSPACE", "workspace", os.getcwd())).resolve()
     upstream_ca = flags.upstream_ca or (Path(env["BOUNDARY_UPSTREAM_CA"]) if env.get("BOUNDARY_UPSTREAM_CA") else None)
     if upstream_ca is not None and not upstream_ca.is_file():
@@ -269,7 +269,7 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         ro=tuple(flags.ro),
         hide=tuple(flags.hide),
         tmpfs=tuple(flags.tmpfs),
-        audit_log=Path(audit),
+        audit_log=Path(audit).expanduser(),
         mitm=mitm,
         upstream_proxy=upstream,
         upstream_ca=upstream_ca,
