@@ -2,36 +2,39 @@
 Config and the caller's environment, that each mode applies in its own way (a mount plan in
 nsjail, Landlock grants in landjail).
 
-Defaults: system directories read-only; the workspace writable; HOME writable in nsjail, its
-tool state directories in landjail; private /tmp; credentials, agent and container-engine
-sockets and boundary's own state (the CA key) hidden. ``--rw``/``--ro`` naming a hidden path
-exactly reveal it; ``--hide`` adds to the list; ``--tmpfs`` gives an empty 1777 directory.
-Side effects: none (pure, given the environment and the uid).
+Defaults, the same in both modes: system directories read-only; the workspace writable; HOME
+readable with its tool caches and agents' state writable; boundary's npm prefix writable;
+private /tmp (nsjail); credentials, histories, agent and container-engine sockets and boundary's
+own state (the CA key) hidden, in the account's home and in ``$HOME``; inside what is writable,
+the paths of jail.protect (git config and hooks, shell startup files, PATH directories, ...)
+stay read-only. ``--rw``/``--ro`` naming a hidden path exactly reveal it; ``--hide`` adds to the
+list; ``--tmpfs`` gives an empty 1777 directory.
+Side effects: none (reads the file system and the password database).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from . import protect
+from .config import Config, default_config_path
 from .kernel.mounts import under
 
-HOME_SECRETS = (
-    ".ssh", ".aws", ".config/gh", ".docker/config.json", ".kube", ".netrc", ".git-credentials", ".config/gcloud",
-    ".azure", ".gnupg",
-)  # fmt: skip
 ENGINE_SOCKETS = (
     "/run/docker.sock", "/var/run/docker.sock", "/run/podman", "/run/containerd", "/var/run/containerd", "/run/crio",
     "/run/buildkit",
 )  # fmt: skip
 # pathname sockets that would carry name lookups around the jail's DNS (hosts: resolve, nscd), and the system bus
 RESOLVER_SOCKETS = ("/run/nscd", "/var/run/nscd", "/run/systemd/resolve", "/run/dbus/system_bus_socket")
-# landjail: tool state under HOME that package managers and build tools write
-HOME_STATE = (".npm", ".npm-global", ".cache", ".yarn", ".pnpm-store", ".local/share/pnpm", ".cargo", "go",
-              ".node-gyp", ".config/configstore")  # fmt: skip
+# tool caches and agents' state under $HOME, writable in both modes (their bin directories are not: they are on
+# the user's PATH outside the jail; agents' own config files stay read-only, see jail.protect)
+HOME_STATE = (".npm", ".cache", ".yarn/berry", ".pnpm-store", ".local/share/pnpm/store", ".cargo/registry",
+              ".cargo/git", "go/pkg", ".node-gyp", ".config/configstore", ".codex", ".claude", ".gemini")  # fmt: skip
+HOME_CREATE = (".npm",)  # created when missing: npm needs it at once
 # variables that name a socket (or a server behind one) outside the jail: unset unless --allow-unix names it
 SOCKET_ENV = (
     "SSH_AUTH_SOCK", "SSH_AGENT_PID", "TMUX", "TMUX_PANE", "STY", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR",
@@ -43,16 +46,20 @@ SOCKET_ENV = (
 
 @dataclass(frozen=True, slots=True)
 class FsPolicy:
-    home: str
+    home: str  # $HOME
     workspace: str
-    writable: tuple[str, ...]  # nsjail: workspace, HOME, --rw
-    extra_rw: tuple[str, ...]  # --rw alone (landjail: workspace + tool state + these)
-    tool_state: tuple[str, ...]  # landjail writes here instead of all of HOME
+    writable: tuple[str, ...]  # workspace, tool state, npm prefix, --rw
+    extra_rw: tuple[str, ...]  # --rw alone
+    tool_state: tuple[str, ...]
     read_only: tuple[str, ...]  # --ro: visible, never writable
     hidden: tuple[str, ...]
     tmpfs: tuple[str, ...]
     allow_unix: tuple[str, ...] = ()  # --allow-unix: outside sockets the jail may connect to (revealed too)
     private_tmp: tuple[str, ...] = ("/tmp", "/dev/shm")
+    homes: tuple[str, ...] = ()  # $HOME and the account's home from the password database
+    protected: tuple[str, ...] = ()  # inside writable roots, never writable (existing or not)
+    placeholders: tuple[str, ...] = ()  # protected directories to create where missing (nsjail)
+    npm_prefix: str = ""  # boundary's npm global prefix: its bin is on PATH only inside jails
 
 
 def _abs(p: Path | str) -> str:
@@ -65,12 +72,26 @@ def _unix_socket(value: str | None) -> list[str]:
     return []
 
 
+def account_home(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_dir or None
+    except KeyError:
+        return None
+
+
+def npm_prefix(env: Mapping[str, str], home: str) -> str:
+    base = env.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    return os.path.join(_abs(base), "boundary", "npm-global")
+
+
 def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     home = _abs(env.get("HOME") or Path.home())
+    account = account_home(uid)
+    homes = _dedupe([home, *([_abs(account)] if account else [])])
     allow_unix = _dedupe(map(_abs, config.allow_unix))
     revealed = {_abs(p) for p in (*config.rw, *config.ro)} | set(allow_unix)
     defaults = [
-        *(os.path.join(home, s) for s in HOME_SECRETS),
+        *protect.secrets(homes, env),
         str(config.state_dir),
         f"/run/user/{uid}",
         *ENGINE_SOCKETS,
@@ -81,16 +102,32 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     wanted = [*map(_abs, defaults), *map(_abs, config.hide)]
     wanted += [os.path.realpath(p) for p in wanted]  # /var/run/docker.sock is /run/docker.sock
     hidden = _dedupe(p for p in wanted if p not in revealed)
+    workspace = _abs(config.workspace)
+    rw = _dedupe(map(_abs, config.rw))
+    tool_state = tuple(os.path.join(home, d) for d in HOME_STATE)
+    prefix = npm_prefix(env, home)
+    roots = (workspace, *rw)
+    writable = _dedupe([workspace, *tool_state, prefix, *rw, *protect.pinned(roots)])
+    # boundary's own config and state, and the config file of this run, are never the jail's to change
+    extra = [str(default_config_path(env).parent), str(config.state_dir)]
+    # an exact --rw is the user's word: that path itself stays writable
+    wanted_ro = [p for p in protect.candidates(roots, homes, env.get("PATH", ""), extra) if p not in rw]
+    protected = protect.inside(wanted_ro, writable, but_not=hidden)
+    holders = protect.inside(protect.placeholders(roots, homes), writable, but_not=hidden)
     return FsPolicy(
         home=home,
-        workspace=_abs(config.workspace),
-        writable=_dedupe([_abs(config.workspace), home, *map(_abs, config.rw)]),
-        extra_rw=_dedupe(map(_abs, config.rw)),
-        tool_state=tuple(os.path.join(home, d) for d in HOME_STATE),
+        workspace=workspace,
+        writable=writable,
+        extra_rw=rw,
+        tool_state=tool_state,
         read_only=_dedupe(map(_abs, config.ro)),
         hidden=hidden,
         tmpfs=_dedupe(map(_abs, config.tmpfs)),
         allow_unix=allow_unix,
+        homes=homes,
+        protected=_dedupe(protected),
+        placeholders=_dedupe(p for p in holders if not os.path.lexists(p) and os.path.isdir(os.path.dirname(p))),
+        npm_prefix=prefix,
     )
 
 
@@ -101,9 +138,7 @@ def writable_root(fs: FsPolicy, path: str, mode: str) -> str | None:
     real = os.path.realpath(path)
     if any(under(real, os.path.realpath(h)) for h in fs.hidden):
         return None
-    roots = [*fs.writable, *fs.tmpfs]
-    if mode == "landjail":
-        roots = [fs.workspace, *fs.private_tmp, *fs.tool_state, *fs.extra_rw, *fs.tmpfs]
+    roots = [*fs.writable, *fs.tmpfs, *(fs.private_tmp if mode == "landjail" else ())]
     for root in roots:
         if under(real, os.path.realpath(root)):
             return root

@@ -62,7 +62,10 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     from .modes.nsjail import USERNS_STEP, NsJail
 
     fs = fspolicy.build(config, os.environ, os.getuid())
-    env = toolconfig.npm_env(fspolicy.jail_env(os.environ, fs.allow_unix), fs.home)
+    for d in (fs.npm_prefix, *(os.path.join(fs.home, h) for h in fspolicy.HOME_CREATE)):
+        with contextlib.suppress(OSError):  # tool state npm needs at once (the rest is used where it exists)
+            os.makedirs(d, exist_ok=True)
+    env = toolconfig.npm_env(fspolicy.jail_env(os.environ, fs.allow_unix), fs.npm_prefix)
     try:
         ca = trust.prepare(config, env)
     except (OSError, MitmError) as e:

@@ -7,7 +7,8 @@ environment, returning a new environment.
 - ``NO_PROXY`` names loopback only, never allowlisted names (an inherited value that exempted
   the registry sent npm around the proxy into EACCES); npm skips an empty ``NPM_CONFIG_NOPROXY``,
   so it gets the same non-empty value.
-- npm's global prefix moves to ``~/.npm-global`` (bin on PATH) unless the caller chose one;
+- npm's global prefix moves to boundary's own (``$XDG_DATA_HOME/boundary/npm-global``, bin on PATH inside
+  the jail only, never the host's ``~/.npm-global``) unless the caller chose one;
   moving the prefix would also move ``globalconfig`` and drop the distro npmrc (and its
   ``cafile``), so ``NPM_CONFIG_GLOBALCONFIG`` keeps pointing at it.
 - git through ``GIT_CONFIG_COUNT``/``KEY``/``VALUE`` (appended to the caller's), pip through
@@ -82,16 +83,17 @@ def _java(out: dict[str, str], proxy_url: str) -> None:
     out["JAVA_TOOL_OPTIONS"] = (out.get("JAVA_TOOL_OPTIONS", "") + " " + props).strip()
 
 
-def npm_env(env: Mapping[str, str], home: str) -> dict[str, str]:
-    """Redirect npm's global prefix to ~/.npm-global unless the caller set one; keep the distro npmrc."""
+def npm_env(env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """Redirect npm's global prefix to ``prefix`` (boundary's own, its bin first on PATH inside the jail only)
+    unless the caller set one; keep the distro npmrc."""
     out = dict(env)
     if any(k.lower() == "npm_config_prefix" for k in out):
         return out
     node = shutil.which("node", path=out.get("PATH"))
-    prefix = Path(os.path.realpath(node)).parent.parent if node else Path("/usr/local")
+    node_prefix = Path(os.path.realpath(node)).parent.parent if node else Path("/usr/local")
     if not any(k.lower() == "npm_config_globalconfig" for k in out):
-        out["NPM_CONFIG_GLOBALCONFIG"] = str(prefix / "etc" / "npmrc")
-    target = Path(home) / ".npm-global"
+        out["NPM_CONFIG_GLOBALCONFIG"] = str(node_prefix / "etc" / "npmrc")
+    target = Path(prefix)
     out["NPM_CONFIG_PREFIX"] = str(target)
     path = out.get("PATH", os.defpath)
     if str(target / "bin") not in path.split(":"):

@@ -22,11 +22,10 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NoReturn
 
+from .. import guard, sockets, toolconfig
 from .. import policy as fspolicy
-from .. import sockets, toolconfig
 from ..config import Config
 from ..errors import BoundaryError, describe
 from ..kernel import caps, channel, init, landlock, limits, seccomp, sockdiag, syscalls
@@ -41,7 +40,6 @@ HINT_LANDLOCK = "Landlock needs Linux 6.7+ with lsm=landlock; where user namespa
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts")
 SETUP_TIMEOUT = 30.0
 KEEPER_DEATH_SIGNAL = signal.SIGRTMIN + 1  # K's parent-death signal: boundary is gone, kill everything
-HOME_CREATE = (".npm", ".npm-global")  # tool state npm needs at once; the rest is granted when it exists
 
 
 def available() -> tuple[bool, str]:
@@ -66,6 +64,8 @@ class LandJail:
         self.denials = sockets.DenyLog()
         self.supervisor: sockets.Supervisor | None = None
         self._tmpdir: list[str] = []
+        self._guard: guard.Guard | None = None
+        self._holes: list[str] = []
 
     def prepare(self) -> Listeners:
         ok, why = available()
@@ -95,7 +95,7 @@ class LandJail:
         """The file policy as grants: Landlock cannot subtract, so each grant is its tree minus the hidden paths.
         --tmpfs paths are granted writable (there is no mount namespace to empty them in)."""
         fs = self.fs
-        write = self._grants([fs.workspace, *fs.tool_state, *fs.extra_rw, *fs.tmpfs, *self._tmpdir])
+        write = self._grants([*fs.writable, *fs.tmpfs, *self._tmpdir])
         read = fspolicy.tree_minus_holes("/", fs.hidden) + list(fs.read_only)
         return landlock.Policy(
             read=read,
@@ -109,8 +109,9 @@ class LandJail:
     def _grants(self, roots: Sequence[str]) -> list[str]:
         out: list[str] = []
         for root in roots:
-            grants = fspolicy.tree_minus_holes(root, self.fs.hidden)
-            if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in self.fs.hidden):
+            holes = [*self.fs.hidden, *self._holes]
+            grants = fspolicy.tree_minus_holes(root, holes)
+            if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in holes):
                 log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
                             "directly in it cannot be created", root)  # fmt: skip
             out += grants
@@ -121,10 +122,10 @@ class LandJail:
         can neither signal nor trace it), which forks the command and, when the command exits or boundary
         dies (its parent-death signal), kills every process the command left before it exits itself."""
         env = self.child_env()
-        for d in HOME_CREATE:
-            with contextlib.suppress(OSError):
-                (Path(self.fs.home) / d).mkdir(parents=True, exist_ok=True)
-        policy = self.landlock_policy()  # after creating the tool dirs, so they are granted
+        # protected paths inside writable ones: recorded now, put back at the end (too big to copy: not writable)
+        self._guard = guard.Guard.take(self.fs.protected, self.config.run_id)
+        self._holes = list(self._guard.too_big)
+        policy = self.landlock_policy()
         pids = self.config.pids_limit
         already = limits.user_processes(os.getuid()) if pids is not None else 0
         # what K leaves (if K itself is killed) comes back to us: close() kills it
@@ -186,6 +187,11 @@ class LandJail:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
+        if self._guard is not None:
+            for path, aside in self._guard.restore():
+                log.warning("the jail changed %s, which unconfined programs act on: restored; its version is in %s",
+                            path, aside)  # fmt: skip
+            self._guard = None
         for d in self._tmpdir:
             shutil.rmtree(d, ignore_errors=True)
         self._tmpdir = []

@@ -85,9 +85,12 @@ class NsJail:
         self._diag: socket.socket | None = None
         self.denials = sockets.DenyLog()
         self.supervisor: sockets.Supervisor | None = None
+        self._made: list[str] = []
 
     # -- supervisor side ---------------------------------------------------
     def prepare(self) -> Listeners:
+        # protected directories that do not exist yet are made (empty), so the mount plan can make them read-only
+        self._made = _make_placeholders(self.fs.placeholders)
         parent, child = channel.pair()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -162,6 +165,10 @@ class NsJail:
                 signal.pidfd_send_signal(self._pid1_fd, sig)
 
     def close(self) -> None:
+        for d in reversed(self._made):  # still empty: the jail could not write into them
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        self._made = []
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
@@ -183,6 +190,17 @@ class NsJail:
             _, status = os.waitpid(self._setup_pid, 0)
             self._status = init.exit_status(status)
         return self._status
+
+
+def _make_placeholders(paths: Sequence[str]) -> list[str]:
+    made = []
+    for p in paths:
+        try:
+            os.mkdir(p, 0o700)
+        except OSError:
+            continue
+        made.append(p)
+    return made
 
 
 # -- S: the setup child ------------------------------------------------------
@@ -284,7 +302,7 @@ def _prepare_namespaces(
     os.close(jail_fd)
     os.close(gw_fd)
     mplan = mounts.Plan(
-        writable=fs.writable, read_only=fs.read_only, private_tmp=fs.private_tmp, hide=fs.hidden,
+        writable=fs.writable, read_only=(*fs.read_only, *fs.protected), private_tmp=fs.private_tmp, hide=fs.hidden,
         files={**files, "/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
         tmpfs_size=config.tmpfs_size,
     )  # fmt: skip

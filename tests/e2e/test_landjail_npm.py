@@ -43,4 +43,6 @@ def test_npm_install_global_with_a_read_only_system_prefix(tmp_path: Path, home:
     r = landjail(tmp_path, home, registry_host, "sh", "-c", "npm install -g cowsay && cowsay global")
     assert r.returncode == 0, r.stderr
     assert "< global >" in r.stdout
-    assert (home / ".npm-global" / "bin" / "cowsay").exists()
+    # boundary's own prefix, on PATH only inside jails (never the ~/.npm-global many users have on PATH)
+    assert (home / ".local" / "share" / "boundary" / "npm-global" / "bin" / "cowsay").exists()
+    assert not (home / ".npm-global").exists()

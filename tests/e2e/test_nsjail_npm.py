@@ -32,7 +32,7 @@ def test_a_host_off_the_list_gets_a_clear_denial(tmp_path: Path, registry_host: 
 
 
 def test_npm_install_global_inside_nsjail(tmp_path: Path, registry_host: str) -> None:
-    """/usr is read-only in the jail: the global prefix moves to ~/.npm-global, its bin onto PATH."""
+    """/usr is read-only in the jail: the global prefix moves to boundary's own, its bin onto PATH."""
     home = tmp_path / "home"
     home.mkdir()
     r = boundary_run(
@@ -42,4 +42,6 @@ def test_npm_install_global_inside_nsjail(tmp_path: Path, registry_host: str) ->
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "< nsjail >" in r.stdout
-    assert (home / ".npm-global" / "bin" / "cowsay").exists()
+    # boundary's own prefix, on PATH only inside jails (never the ~/.npm-global many users have on PATH)
+    assert (home / ".local" / "share" / "boundary" / "npm-global" / "bin" / "cowsay").exists()
+    assert not (home / ".npm-global").exists()

@@ -22,7 +22,11 @@ def test_defaults_hide_credentials_agents_engines_and_our_state(tmp_path: Path) 
                    str(tmp_path / "state" / "boundary"), "/run/user/1000", "/run/agent.sock", "/srv/docker.sock",
                    "/run/docker.sock"):  # fmt: skip
         assert hidden in p.hidden
-    assert p.writable == (str(tmp_path / "ws"), home)
+    assert p.writable[0] == str(tmp_path / "ws")
+    assert home not in p.writable  # HOME is readable; only its tool caches and agents' state are writable
+    assert f"{home}/.cache" in p.writable
+    assert f"{home}/.cargo/registry" in p.writable
+    assert f"{home}/.cargo" not in p.writable  # ~/.cargo/bin is on the user's PATH outside
 
 
 def test_naming_a_hidden_path_exactly_reveals_it(tmp_path: Path) -> None:
@@ -48,3 +52,70 @@ def test_tree_minus_holes(tmp_path: Path) -> None:
     assert got == {str(tmp_path / "b"), str(tmp_path / "a" / "open"), str(tmp_path / "a" / "file")}
     assert tree_minus_holes(str(tmp_path / "b"), holes) == [str(tmp_path / "b")]
     assert tree_minus_holes(str(tmp_path / "a" / "secret"), holes) == []
+
+
+def test_protected_paths_inside_writable_roots(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".git" / "hooks").mkdir(parents=True)
+    (ws / ".git" / "config").write_text("[core]\n")
+    (ws / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    sub = ws / ".git" / "modules" / "lib" / "x"
+    sub.mkdir(parents=True)
+    (sub / "HEAD").write_text("ref: refs/heads/main\n")
+    (sub / "config").write_text("[core]\n")
+    bin_in_ws = ws / "node_modules" / ".bin"
+    env_path = f"{tmp_path}/home/.local/bin:{bin_in_ws}:/usr/bin"
+    env = {"HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": env_path}
+    p = build(build_config(Flags(workspace=ws), env), env, 1000)
+    for path in (ws / ".git" / "config", ws / ".git" / "hooks", ws / ".git" / "info", sub / "config",
+                 sub / "hooks", ws / ".envrc", ws / ".vscode", ws / ".idea"):  # fmt: skip
+        assert str(path) in p.protected, path
+    assert str(ws / ".git") in p.writable  # pinned: bound onto itself, writable inside
+    assert str(ws / ".git" / "info") in p.placeholders  # missing: made so that it can be read-only
+    assert str(bin_in_ws) not in p.protected  # PATH entries inside the workspace are the project's
+    assert str(tmp_path / "home" / ".bashrc") not in p.protected  # HOME is not writable: nothing to protect
+    # the workspace being HOME: its startup files and PATH directories are protected there
+    env["PATH"] = f"{tmp_path}/home/.local/bin:/usr/bin"
+    p = build(build_config(Flags(workspace=tmp_path / "home"), env), env, 1000)
+    for name in (".bashrc", ".profile", ".gitconfig", ".config/git", ".config/systemd", ".local/bin", ".npmrc"):
+        path = str(tmp_path / "home" / name)
+        assert path in p.protected or path in p.hidden, name  # a secret (~/.npmrc) is hidden, which is more
+
+
+def test_a_git_file_and_a_worktree(tmp_path: Path) -> None:
+    main_git = tmp_path / "main" / ".git"
+    wt_gitdir = main_git / "worktrees" / "wt"
+    wt_gitdir.mkdir(parents=True)
+    (wt_gitdir / "commondir").write_text("../..\n")
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    (wt / ".git").write_text(f"gitdir: {wt_gitdir}\n")
+    env = {"HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": "/usr/bin"}
+    p = build(build_config(Flags(workspace=wt, rw=[main_git]), env), env, 1000)
+    assert str(wt / ".git") in p.protected  # the pointer itself: never re-pointed at the jail's repository
+    assert str(wt_gitdir / "config") in p.protected
+    assert str(main_git / "config") in p.protected  # the common dir's config and hooks
+    assert str(main_git / "hooks") in p.protected
+
+
+def test_secrets_follow_both_homes(tmp_path: Path) -> None:
+    import pwd
+
+    account = pwd.getpwuid(1000).pw_dir if _has_uid(1000) else None
+    p = policy_for(tmp_path)
+    home = str(tmp_path / "home")
+    for name in (".npmrc", ".pypirc", ".cargo/credentials.toml", ".config/git/credentials", ".vault-token",
+                 ".config/containers/auth.json", ".cache/huggingface/token", ".bash_history", ".ssh"):  # fmt: skip
+        assert f"{home}/{name}" in p.hidden, name
+        if account:
+            assert f"{account}/{name}" in p.hidden, name
+
+
+def _has_uid(uid: int) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True

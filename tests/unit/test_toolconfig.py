@@ -55,10 +55,10 @@ def test_java_options_are_appended() -> None:
     assert "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=40123" in env["JAVA_TOOL_OPTIONS"]
 
 
-def test_npm_global_prefix_moves_home_and_keeps_the_distro_config() -> None:
-    env = npm_env({"PATH": "/usr/bin:/bin"}, "/home/u")
-    assert env["NPM_CONFIG_PREFIX"] == "/home/u/.npm-global"
-    assert env["PATH"].split(":")[0] == "/home/u/.npm-global/bin"
+def test_npm_global_prefix_moves_to_boundarys_own_and_keeps_the_distro_config() -> None:
+    env = npm_env({"PATH": "/usr/bin:/bin"}, "/home/u/.local/share/boundary/npm-global")
+    assert env["NPM_CONFIG_PREFIX"] == "/home/u/.local/share/boundary/npm-global"
+    assert env["PATH"].split(":")[0] == "/home/u/.local/share/boundary/npm-global/bin"
     assert env["NPM_CONFIG_GLOBALCONFIG"].endswith("/etc/npmrc")
 
 

@@ -1,0 +1,124 @@
+"""landjail's stand-in for read-only mounts: Landlock grants whole directories, so a protected path
+inside a writable one (``.git/config`` in the workspace: git must still create ``.git/index.lock``
+beside it) cannot be made read-only there. Instead its state is recorded before the command
+starts and put back when the jail is gone: what the jail changed or created is moved aside
+(renamed ``NAME.boundary-rejected-RUN``, where nothing runs or reads it) and the original is
+restored. Nothing is lost, and nothing the jail planted is left where an unconfined program looks.
+During the run the jail's version is in place (a known gap of landjail; nsjail binds these read-only).
+
+Side effects: reads the guarded paths at start; renames and writes them at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+MAX_BYTES = 8 << 20  # per guarded path: larger trees are not copied (the caller makes them plain holes)
+MAX_ENTRIES = 4000
+
+
+class TooBig(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    kind: str  # "file", "dir", "link"
+    mode: int
+    data: bytes = b""  # file content or link target
+
+
+@dataclass
+class Snapshot:
+    path: str
+    entries: dict[str, Entry] | None  # relative path -> entry; None: the path did not exist
+
+    @classmethod
+    def take(cls, path: str) -> Snapshot:
+        if not os.path.lexists(path):
+            return cls(path, None)
+        entries: dict[str, Entry] = {}
+        budget = [MAX_BYTES, MAX_ENTRIES]
+
+        def add(rel: str, full: str) -> None:
+            budget[1] -= 1
+            if budget[1] < 0:
+                raise TooBig(path)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                entries[rel] = Entry("link", 0, os.fsencode(os.readlink(full)))
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = Entry("dir", stat.S_IMODE(st.st_mode))
+                for name in sorted(os.listdir(full)):
+                    add(os.path.join(rel, name), os.path.join(full, name))
+            elif stat.S_ISREG(st.st_mode):
+                budget[0] -= st.st_size
+                if budget[0] < 0:
+                    raise TooBig(path)
+                with open(full, "rb") as f:
+                    entries[rel] = Entry("file", stat.S_IMODE(st.st_mode), f.read())
+            else:
+                entries[rel] = Entry("other", stat.S_IMODE(st.st_mode))
+
+        add("", path)
+        return cls(path, entries)
+
+    def restore(self, aside: str) -> bool:
+        """Put the recorded state back if it changed; move the changed one to ``aside``. True if restored."""
+        try:
+            now = Snapshot.take(self.path)
+        except (TooBig, OSError):
+            now = Snapshot(self.path, {"": Entry("changed", 0)})
+        if now.entries == self.entries:
+            return False
+        if os.path.lexists(self.path):
+            os.rename(self.path, aside)
+        if self.entries is not None:
+            for rel, e in self.entries.items():  # parents come before their entries
+                full = os.path.join(self.path, rel) if rel else self.path
+                if e.kind == "dir":
+                    os.mkdir(full, e.mode)
+                elif e.kind == "link":
+                    os.symlink(os.fsdecode(e.data), full)
+                elif e.kind == "file":
+                    fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, e.mode)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(e.data)
+                    os.chmod(full, e.mode)
+        return True
+
+
+@dataclass
+class Guard:
+    run_id: str
+    snapshots: list[Snapshot] = field(default_factory=list)
+    too_big: list[str] = field(default_factory=list)
+
+    @classmethod
+    def take(cls, paths: Iterable[str], run_id: str) -> Guard:
+        g = cls(run_id)
+        for p in paths:
+            try:
+                g.snapshots.append(Snapshot.take(p))
+            except TooBig:
+                g.too_big.append(p)
+            except OSError:
+                continue  # unreadable: not ours to restore
+        return g
+
+    def restore(self) -> list[tuple[str, str]]:
+        """(path, where the jail's version went) for each path put back."""
+        out = []
+        for s in self.snapshots:
+            aside = f"{s.path}.boundary-rejected-{self.run_id}"
+            with contextlib.suppress(OSError):
+                if os.path.lexists(aside):
+                    shutil.rmtree(aside) if os.path.isdir(aside) and not os.path.islink(aside) else os.unlink(aside)
+                if s.restore(aside):
+                    out.append((s.path, aside))
+        return out

@@ -1,0 +1,175 @@
+"""Which paths the jail must not change even where their parent is writable (DESIGN.md section 5:
+nothing the jail writes is later run or read as configuration by an unconfined program), and
+which secrets it must not read. Pure functions of a few paths, the environment and what the
+file system holds now (git metadata is found by looking).
+
+- in the workspace and every --rw directory: git's config, hooks and info (of the repository, its
+  submodules and, for a linked worktree, the common directory), the ``.git`` entry itself, and the
+  files editors and direnv act on when a folder is opened (``.envrc``, ``.vscode``, ``.idea``);
+- in each home directory (the account's and ``$HOME``): shell startup files, git's, ssh's and
+  systemd's configuration, autostart entries, ``~/.local/bin``, package managers' config (which can
+  run programs), agents' own config files, boundary's own config;
+- every directory on ``PATH`` outside the workspace, and boundary's own install.
+
+Side effects: none (reads the file system).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+
+from .kernel.mounts import under
+
+HOME_PROTECTED = (
+    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".bash_aliases", ".zshrc", ".zshenv",
+    ".zprofile", ".zlogin", ".zlogout", ".config/fish", ".inputrc", ".kshrc", ".mkshrc", ".tcshrc", ".cshrc",
+    ".gitconfig", ".config/git", ".ssh", ".config/systemd", ".config/autostart", ".config/environment.d",
+    ".local/bin", ".local/share/applications", ".config/boundary", ".npmrc", ".yarnrc", ".yarnrc.yml", ".pip",
+    ".config/pip", ".pydistutils.cfg", ".cargo/config", ".cargo/config.toml", ".cargo/env", ".cargo/bin", "go/bin",
+    ".npm-global", ".yarn/bin", ".deno/bin", ".bun/bin", ".pyenv", ".nvm", ".rustup", ".vimrc", ".config/nvim",
+    ".emacs", ".emacs.d", ".tmux.conf", ".config/tmux", ".screenrc", ".xprofile", ".xinitrc", ".xsession",
+    ".codex/config.toml", ".claude/settings.json", ".claude/settings.local.json", ".gemini/settings.json",
+    ".config/direnv", ".direnvrc", ".envrc", ".gnupg", ".pam_environment",
+)  # fmt: skip
+# created (empty, read-only) where missing and creatable, so that the jail cannot create them either
+HOME_PLACEHOLDER_DIRS = (".ssh", ".config/systemd", ".config/autostart", ".local/bin", ".config/git",
+                         ".config/boundary")  # fmt: skip
+WORKSPACE_PROTECTED = (".envrc", ".vscode", ".idea")
+WORKSPACE_PLACEHOLDER_DIRS = (".vscode", ".idea")
+GIT_PROTECTED = ("config", "hooks", "info")
+GIT_PLACEHOLDER_DIRS = ("hooks", "info")
+
+HOME_SECRETS = (
+    ".ssh", ".aws", ".config/gh", ".docker/config.json", ".kube", ".netrc", ".git-credentials", ".config/gcloud",
+    ".azure", ".gnupg", ".npmrc", ".yarnrc", ".pypirc", ".pip/pip.conf", ".config/pip/pip.conf",
+    ".cargo/credentials", ".cargo/credentials.toml", ".config/git/credentials", ".vault-token",
+    ".config/containers/auth.json", ".docker/.token_seed", ".cache/huggingface/token", ".huggingface/token",
+    ".terraform.d/credentials.tfrc.json", ".terraformrc", ".password-store", ".local/share/keyrings",
+    ".config/op", ".1password", ".bash_history", ".zsh_history", ".histfile", ".local/share/fish/fish_history",
+    ".python_history", ".node_repl_history", ".psql_history", ".mysql_history", ".sqlite_history", ".lesshst",
+    ".irb_history", ".rediscli_history", ".config/hub", ".config/glab-cli", ".config/doctl", ".oci",
+    ".config/rclone", ".s3cfg", ".boto", ".databrickscfg", ".config/heroku", ".netlify", ".config/vercel",
+    ".fly", ".gem/credentials", ".m2/settings-security.xml", ".gradle/gradle.properties", ".composer/auth.json",
+    ".dbus", ".pgpass", ".my.cnf", ".config/Code/User/globalStorage", ".mozilla", ".config/google-chrome",
+    ".config/chromium",
+)  # fmt: skip
+
+
+def git_dirs(root: str) -> list[str]:
+    """The git directories of a repository at ``root``: its own (``.git``, or where a ``.git`` file
+    points), the common directory of a linked worktree, and those of its submodules."""
+    dot = os.path.join(root, ".git")
+    gitdir: str | None = None
+    if os.path.isdir(dot) and not os.path.islink(dot):
+        gitdir = dot
+    elif os.path.isfile(dot):
+        gitdir = _pointed(dot)
+    if gitdir is None:
+        return []
+    out = [gitdir]
+    common = _common_dir(gitdir)
+    if common:
+        out.append(common)
+    for base in list(out):
+        out += _modules(os.path.join(base, "modules"))
+    return list(dict.fromkeys(os.path.realpath(d) for d in out))
+
+
+def _pointed(dotgit: str) -> str | None:
+    try:
+        with open(dotgit, encoding="utf-8", errors="replace") as f:
+            line = f.read(4096).strip()
+    except OSError:
+        return None
+    if not line.startswith("gitdir:"):
+        return None
+    target = line[len("gitdir:") :].strip()
+    return os.path.normpath(os.path.join(os.path.dirname(dotgit), target))
+
+
+def _common_dir(gitdir: str) -> str | None:
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8", errors="replace") as f:
+            rel = f.read(4096).strip()
+    except OSError:
+        return None
+    return os.path.normpath(os.path.join(gitdir, rel)) if rel else None
+
+
+def _modules(base: str, depth: int = 0) -> list[str]:
+    """Submodule git directories under ``modules/`` (names may contain slashes; nested ones recurse)."""
+    if depth > 8 or not os.path.isdir(base):
+        return []
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        if "HEAD" in filenames and "config" in filenames:
+            out.append(dirpath)
+            out += _modules(os.path.join(dirpath, "modules"), depth + 1)
+            dirnames.clear()
+    return out
+
+
+def candidates(workspaces: Sequence[str], homes: Iterable[str], path_env: str, extra: Iterable[str] = ()) -> list[str]:
+    """Every path to protect (existing or not); the caller keeps those inside a writable root. The first of
+    ``workspaces`` is the workspace, the others --rw directories."""
+    out: list[str] = []
+    for root in workspaces:
+        out += [os.path.join(root, n) for n in WORKSPACE_PROTECTED]
+        dot = os.path.join(root, ".git")
+        if os.path.lexists(dot) and not (os.path.isdir(dot) and not os.path.islink(dot)):
+            out.append(dot)  # a .git file (or link) must not be pointed at a repository the jail made
+        for gitdir in git_dirs(root):
+            out += [os.path.join(gitdir, n) for n in GIT_PROTECTED]
+    for home in homes:
+        out += [os.path.join(home, n) for n in HOME_PROTECTED]
+    project = os.path.realpath(next(iter(workspaces), "/nonexistent"))
+    # PATH directories outside the workspace (node_modules/.bin inside it is the project's own)
+    out += [os.path.abspath(p) for p in path_env.split(":") if p and not under(os.path.realpath(p), project)]
+    out += [sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *extra]
+    return list(dict.fromkeys(os.path.normpath(p) for p in out))
+
+
+def pinned(workspaces: Iterable[str]) -> list[str]:
+    """``.git`` directories: kept where they are (nsjail binds them onto themselves, so they cannot be renamed
+    away and replaced by a repository of the jail's), writable inside except for GIT_PROTECTED."""
+    out = []
+    for root in workspaces:
+        dot = os.path.join(root, ".git")
+        if os.path.isdir(dot) and not os.path.islink(dot):
+            out.append(dot)
+    return out
+
+
+def placeholders(workspaces: Iterable[str], homes: Iterable[str]) -> list[str]:
+    """Directories to create where they are missing (so that they can be made read-only)."""
+    out: list[str] = []
+    for root in workspaces:
+        out += [os.path.join(root, n) for n in WORKSPACE_PLACEHOLDER_DIRS]
+        for gitdir in git_dirs(root):
+            out += [os.path.join(gitdir, n) for n in GIT_PLACEHOLDER_DIRS]
+    for home in homes:
+        out += [os.path.join(home, n) for n in HOME_PLACEHOLDER_DIRS]
+    return out
+
+
+def inside(paths: Iterable[str], roots: Iterable[str], *, but_not: Iterable[str] = ()) -> list[str]:
+    """The ``paths`` that lie in one of ``roots`` (and in none of ``but_not``)."""
+    rs = [os.path.realpath(r) for r in roots]
+    nots = [os.path.realpath(n) for n in but_not]
+    out = []
+    for p in paths:
+        real = os.path.realpath(p)
+        if any(under(real, r) for r in rs) and not any(under(real, n) for n in nots):
+            out.append(p)
+    return out
+
+
+def secrets(homes: Iterable[str], env: Mapping[str, str]) -> list[str]:
+    """Credential files and histories in every home directory, and those named by the environment."""
+    out = [os.path.join(h, s) for h in homes for s in HOME_SECRETS]
+    for key in ("HISTFILE", "NPM_CONFIG_USERCONFIG", "PIP_CONFIG_FILE", "VAULT_CONFIG_PATH", "KUBECONFIG",
+                "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS", "DOCKER_CONFIG"):  # fmt: skip
+        out += [p for p in env.get(key, "").split(":") if p and os.path.isabs(p)]
+    return out
