@@ -98,10 +98,16 @@ class Guard:
     run_id: str
     snapshots: list[Snapshot] = field(default_factory=list)
     too_big: list[str] = field(default_factory=list)
+    pins: list[tuple[str, int]] = field(default_factory=list)  # (path, O_PATH fd of the directory that was there)
 
     @classmethod
-    def take(cls, paths: Iterable[str], run_id: str) -> Guard:
+    def take(cls, paths: Iterable[str], run_id: str, *, pinned: Iterable[str] = ()) -> Guard:
+        """``pinned``: directories (a repository's .git) that must be the same directory at the end: one the
+        jail renamed away is brought back, one it put in their place moved aside."""
         g = cls(run_id)
+        for p in pinned:
+            with contextlib.suppress(OSError):
+                g.pins.append((p, os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)))
         for p in paths:
             try:
                 g.snapshots.append(Snapshot.take(p))
@@ -114,6 +120,18 @@ class Guard:
     def restore(self) -> list[tuple[str, str]]:
         """(path, where the jail's version went) for each path put back."""
         out = []
+        for path, fd in self.pins:
+            with contextlib.suppress(OSError):
+                st = os.fstat(fd)
+                now = os.lstat(path) if os.path.lexists(path) else None
+                if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    aside = f"{path}.boundary-rejected-{self.run_id}"
+                    if now is not None:
+                        os.rename(path, aside)
+                    os.rename(os.readlink(f"/proc/self/fd/{fd}"), path)  # where the jail moved it
+                    out.append((path, aside))
+            os.close(fd)
+        self.pins = []
         for s in self.snapshots:
             aside = f"{s.path}.boundary-rejected-{self.run_id}"
             with contextlib.suppress(OSError):

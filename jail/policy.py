@@ -59,7 +59,10 @@ class FsPolicy:
     homes: tuple[str, ...] = ()  # $HOME and the account's home from the password database
     protected: tuple[str, ...] = ()  # inside writable roots, never writable (existing or not)
     placeholders: tuple[str, ...] = ()  # protected directories to create where missing (nsjail)
+    placeholder_files: tuple[str, ...] = ()  # and empty files
     npm_prefix: str = ""  # boundary's npm global prefix: its bin is on PATH only inside jails
+    pinned: tuple[str, ...] = ()  # .git directories: never renamed away and replaced
+    protected_tmp: tuple[str, ...] = ()  # protected paths in /tmp or /dev/shm (writable in landjail only)
 
 
 def _abs(p: Path | str) -> str:
@@ -107,12 +110,14 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     tool_state = tuple(os.path.join(home, d) for d in HOME_STATE)
     prefix = npm_prefix(env, home)
     roots = (workspace, *rw)
-    writable = _dedupe([workspace, *tool_state, prefix, *rw, *protect.pinned(roots)])
+    pinned = tuple(protect.pinned(roots))
+    writable = _dedupe([workspace, *tool_state, prefix, *rw, *pinned])
     # boundary's own config and state, and the config file of this run, are never the jail's to change
     extra = [str(default_config_path(env).parent), str(config.state_dir)]
     # an exact --rw is the user's word: that path itself stays writable
     wanted_ro = [p for p in protect.candidates(roots, homes, env.get("PATH", ""), extra) if p not in rw]
     protected = protect.inside(wanted_ro, writable, but_not=hidden)
+    in_tmp = protect.inside(wanted_ro, ("/tmp", "/dev/shm"), but_not=(*hidden, *protected))
     holders = protect.inside(protect.placeholders(roots, homes), writable, but_not=hidden)
     return FsPolicy(
         home=home,
@@ -126,8 +131,11 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
         allow_unix=allow_unix,
         homes=homes,
         protected=_dedupe(protected),
-        placeholders=_dedupe(p for p in holders if not os.path.lexists(p) and os.path.isdir(os.path.dirname(p))),
+        placeholders=_missing(holders),
+        placeholder_files=_missing(protect.inside(protect.placeholder_files(roots), writable, but_not=hidden)),
         npm_prefix=prefix,
+        pinned=pinned,
+        protected_tmp=_dedupe(p for p in in_tmp if p not in protected),
     )
 
 
@@ -160,6 +168,11 @@ def jail_env(env: Mapping[str, str], allow_unix: Iterable[str] = ()) -> dict[str
         return unix and not any(a and a in value for a in allowed)
 
     return {k: v for k, v in env.items() if not outside(k, v)}
+
+
+def _missing(paths: Iterable[str]) -> tuple[str, ...]:
+    """Those of ``paths`` that do not exist but whose parent directory does."""
+    return _dedupe(p for p in paths if not os.path.lexists(p) and os.path.isdir(os.path.dirname(p)))
 
 
 def _dedupe(paths: Iterable[str]) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ HOME_PLACEHOLDER_DIRS = (".ssh", ".config/systemd", ".config/autostart", ".local
                          ".config/boundary")  # fmt: skip
 WORKSPACE_PROTECTED = (".envrc", ".vscode", ".idea")
 WORKSPACE_PLACEHOLDER_DIRS = (".vscode", ".idea")
+WORKSPACE_PLACEHOLDER_FILES = (".envrc",)  # an empty .envrc is inert (direnv asks before it runs a new one)
 GIT_PROTECTED = ("config", "hooks", "info")
 GIT_PLACEHOLDER_DIRS = ("hooks", "info")
 
@@ -143,15 +144,21 @@ def pinned(workspaces: Iterable[str]) -> list[str]:
 
 
 def placeholders(workspaces: Iterable[str], homes: Iterable[str]) -> list[str]:
-    """Directories to create where they are missing (so that they can be made read-only)."""
+    """Directories to create where they are missing, so that they can be made read-only."""
     out: list[str] = []
     for root in workspaces:
         out += [os.path.join(root, n) for n in WORKSPACE_PLACEHOLDER_DIRS]
+
         for gitdir in git_dirs(root):
             out += [os.path.join(gitdir, n) for n in GIT_PLACEHOLDER_DIRS]
     for home in homes:
         out += [os.path.join(home, n) for n in HOME_PLACEHOLDER_DIRS]
     return out
+
+
+def placeholder_files(workspaces: Iterable[str]) -> list[str]:
+    """Empty files to create where they are missing, so that they can be made read-only."""
+    return [os.path.join(root, n) for root in workspaces for n in WORKSPACE_PLACEHOLDER_FILES]
 
 
 def inside(paths: Iterable[str], roots: Iterable[str], *, but_not: Iterable[str] = ()) -> list[str]:

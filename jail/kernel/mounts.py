@@ -262,8 +262,12 @@ def _private_tmp(t: str, kept: _Kept, writable: list[str], read_only: list[str],
         return
     real = found[0]
     syscalls.mount("tmpfs", real, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
+    done: list[str] = []
     for p in (*writable, *read_only):  # what lived in the old /tmp and must stay visible
         if under(p, real) and p != real and p in kept.fds:
+            if any(under(p, d) for d in done):
+                continue  # came along with its ancestor's recursive bind (as it is there: writable or not)
+            done.append(p)
             _touch(p, directory=os.path.isdir(kept.source(p)))
             _bind(kept.source(p), p)
             if p in read_only:

@@ -123,7 +123,8 @@ class LandJail:
         dies (its parent-death signal), kills every process the command left before it exits itself."""
         env = self.child_env()
         # protected paths inside writable ones: recorded now, put back at the end (too big to copy: not writable)
-        self._guard = guard.Guard.take(self.fs.protected, self.config.run_id)
+        protected = [*self.fs.protected, *self.fs.protected_tmp]
+        self._guard = guard.Guard.take(protected, self.config.run_id, pinned=self.fs.pinned)
         self._holes = list(self._guard.too_big)
         policy = self.landlock_policy()
         pids = self.config.pids_limit

@@ -18,6 +18,7 @@ Side effects: fork, namespaces, helper exec (nft/iptables-restore) inside G.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -26,13 +27,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from .. import sockets
+from .. import guard, sockets
 from ..config import Config
 from ..errors import BoundaryError, describe
 from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, sockdiag, syscalls, userns
 from ..policy import FsPolicy
 from . import Listeners, exited
 
+log = logging.getLogger(__name__)
 PROXY_PORT = 15001
 DNS_PORT = 53
 SETUP_TIMEOUT = 30.0
@@ -86,11 +88,13 @@ class NsJail:
         self.denials = sockets.DenyLog()
         self.supervisor: sockets.Supervisor | None = None
         self._made: list[str] = []
+        self._guard: guard.Guard | None = None
 
     # -- supervisor side ---------------------------------------------------
     def prepare(self) -> Listeners:
         # protected directories that do not exist yet are made (empty), so the mount plan can make them read-only
-        self._made = _make_placeholders(self.fs.placeholders)
+        self._made = _make_placeholders(self.fs.placeholders, self.fs.placeholder_files)
+        self._guard = guard.Guard.take(self.fs.protected, self.config.run_id)
         parent, child = channel.pair()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -165,9 +169,13 @@ class NsJail:
                 signal.pidfd_send_signal(self._pid1_fd, sig)
 
     def close(self) -> None:
+        if self._guard is not None:  # protected files the jail created where none was (and so none was bound)
+            for path, aside in self._guard.restore():
+                log.warning("the jail created %s, which unconfined programs act on: moved to %s", path, aside)
+            self._guard = None
         for d in reversed(self._made):  # still empty: the jail could not write into them
             with contextlib.suppress(OSError):
-                os.rmdir(d)
+                os.rmdir(d) if os.path.isdir(d) else _unlink_if_empty(d)
         self._made = []
         if self.supervisor is not None:
             self.supervisor.stop()
@@ -192,15 +200,24 @@ class NsJail:
         return self._status
 
 
-def _make_placeholders(paths: Sequence[str]) -> list[str]:
+def _make_placeholders(dirs: Sequence[str], files: Sequence[str]) -> list[str]:
+    """Create the missing protected directories and (empty) files; the ones made."""
     made = []
-    for p in paths:
+    for path in (*dirs, *files):
         try:
-            os.mkdir(p, 0o700)
+            if path in files:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+            else:
+                os.mkdir(path, 0o700)
         except OSError:
             continue
-        made.append(p)
+        made.append(path)
     return made
+
+
+def _unlink_if_empty(path: str) -> None:
+    if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) == 0:
+        os.unlink(path)
 
 
 # -- S: the setup child ------------------------------------------------------
