@@ -100,6 +100,12 @@ def run(
     allow_unix: Annotated[
         list[Path], typer.Option("--allow-unix", help="Unix socket outside the jail that it may connect to.")
     ] = [],  # noqa: B006
+    env_deny: Annotated[
+        list[str], typer.Option("--env-deny", help="Remove variables matching this name or glob ('AWS_*').")
+    ] = [],  # noqa: B006
+    env_allow: Annotated[
+        list[str], typer.Option("--env-allow", help="Keep variables matching this even where a deny matches.")
+    ] = [],  # noqa: B006
     no_bind: Annotated[
         bool | None, typer.Option("--no-bind/--bind", help="landjail: forbid listening on TCP ports.")
     ] = None,
@@ -118,7 +124,8 @@ def run(
         allow=allow, deny=deny, config=config, jail_type=jail_type, workspace=workspace, rw=rw, ro=ro, hide=hide,
         tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
-        allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix,
+        allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
+        env_allow=env_allow,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

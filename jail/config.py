@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
-    "tmpfs_size", "allow_unix",
+    "tmpfs_size", "allow_unix", "env_deny", "env_allow",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -84,6 +84,8 @@ class Config:
     firewall: tuple[str, ...] = FIREWALL_BACKENDS  # nsjail: backends to try, in order
     no_bind: bool = False  # landjail: forbid TCP bind (local dev servers)
     allow_unix: tuple[Path, ...] = ()  # unix sockets outside the jail that it may connect to
+    env_deny: tuple[str, ...] = ()  # variable-name globs removed from the command's environment
+    env_allow: tuple[str, ...] = ()  # variable-name globs kept even where a deny (or boundary's own list) matches
 
     def policy(self) -> Policy:
         return Policy(self.rules)
@@ -137,6 +139,17 @@ def _allow_unix(from_yaml: Any, from_env: str, given: Sequence[Path], cfg_path: 
     return tuple(out)
 
 
+def _globs(from_yaml: Any, from_env: str, given: Sequence[str], key: str, cfg_path: Path | None) -> tuple[str, ...]:
+    """Variable-name patterns: YAML list, then the env var (separated by ``,``), then flags."""
+    if from_yaml is not None and (not isinstance(from_yaml, list) or not all(isinstance(p, str) for p in from_yaml)):
+        raise ConfigError(f"config file {cfg_path}: {key!r} must be a list of variable names or globs")
+    out = [*(from_yaml or []), *(p.strip() for p in from_env.split(",") if p.strip()), *given]
+    for p in out:
+        if not re.fullmatch(r"[A-Za-z0-9_*?\[\]!-]+", p):
+            raise ConfigError(f"--{key.replace('_', '-')} {p!r}: expected a variable name or a glob such as 'AWS_*'")
+    return tuple(out)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -184,6 +197,8 @@ class Flags:
     log_level: str | None = None
     no_bind: bool | None = None
     allow_unix: Sequence[Path] = ()
+    env_deny: Sequence[str] = ()
+    env_allow: Sequence[str] = ()
 
 
 def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
@@ -288,5 +303,7 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         run_id=run_id,
         firewall=firewall,
         no_bind=_bool(pick(flags.no_bind, "BOUNDARY_NO_BIND", "no_bind", False), "no_bind"),
+        env_deny=_globs(y.get("env_deny"), env.get("BOUNDARY_ENV_DENY", ""), flags.env_deny, "env_deny", cfg_path),
+        env_allow=_globs(y.get("env_allow"), env.get("BOUNDARY_ENV_ALLOW", ""), flags.env_allow, "env_allow", cfg_path),
         allow_unix=_allow_unix(y.get("allow_unix"), env.get("BOUNDARY_ALLOW_UNIX", ""), flags.allow_unix, cfg_path),
     )

@@ -14,6 +14,7 @@ Side effects: none (reads the file system and the password database).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import pwd
 from collections.abc import Iterable, Mapping
@@ -153,10 +154,14 @@ def writable_root(fs: FsPolicy, path: str, mode: str) -> str | None:
     return None
 
 
-def jail_env(env: Mapping[str, str], allow_unix: Iterable[str] = ()) -> dict[str, str]:
+def jail_env(
+    env: Mapping[str, str], allow_unix: Iterable[str] = (), deny: Iterable[str] = (), allow: Iterable[str] = ()
+) -> dict[str, str]:
     """The caller's environment minus what names a socket outside the jail (SOCKET_ENV, an X display
-    on a unix socket, ``DOCKER_HOST=unix://...``), unless its value names an ``--allow-unix`` path."""
+    on a unix socket, ``DOCKER_HOST=unix://...``), unless its value names an ``--allow-unix`` path, and
+    minus the names matching a ``deny`` glob; a name matching an ``allow`` glob is kept whatever denies it."""
     allowed = tuple(allow_unix)
+    deny, allow = tuple(deny), tuple(allow)
 
     def outside(key: str, value: str) -> bool:
         if key == "DISPLAY":
@@ -167,7 +172,12 @@ def jail_env(env: Mapping[str, str], allow_unix: Iterable[str] = ()) -> dict[str
             unix = key in SOCKET_ENV
         return unix and not any(a and a in value for a in allowed)
 
-    return {k: v for k, v in env.items() if not outside(k, v)}
+    def keep(key: str, value: str) -> bool:
+        if any(fnmatch.fnmatchcase(key, p) for p in allow):
+            return True
+        return not outside(key, value) and not any(fnmatch.fnmatchcase(key, p) for p in deny)
+
+    return {k: v for k, v in env.items() if keep(k, v)}
 
 
 def _missing(paths: Iterable[str]) -> tuple[str, ...]:

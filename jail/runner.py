@@ -65,7 +65,9 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     for d in (fs.npm_prefix, *(os.path.join(fs.home, h) for h in fspolicy.HOME_CREATE)):
         with contextlib.suppress(OSError):  # tool state npm needs at once (the rest is used where it exists)
             os.makedirs(d, exist_ok=True)
-    env = toolconfig.npm_env(fspolicy.jail_env(os.environ, fs.allow_unix), fs.npm_prefix)
+    env = toolconfig.npm_env(
+        fspolicy.jail_env(os.environ, fs.allow_unix, config.env_deny, config.env_allow), fs.npm_prefix
+    )
     try:
         ca = trust.prepare(config, env)
     except (OSError, MitmError) as e:

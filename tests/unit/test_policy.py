@@ -119,3 +119,17 @@ def _has_uid(uid: int) -> bool:
     except KeyError:
         return False
     return True
+
+
+def test_env_deny_and_allow() -> None:
+    env = {"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "x", "OPENAI_API_KEY": "k", "TMUX": "/t,1,0",
+           "DISPLAY": ":0", "DOCKER_HOST": "tcp://h:2375"}  # fmt: skip
+    cases = [
+        ((), (), {"PATH", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "OPENAI_API_KEY", "DOCKER_HOST"}),
+        (("AWS_*",), (), {"PATH", "OPENAI_API_KEY", "DOCKER_HOST"}),
+        (("AWS_*",), ("AWS_REGION",), {"PATH", "AWS_REGION", "OPENAI_API_KEY", "DOCKER_HOST"}),
+        (("*",), ("PATH", "OPENAI_*"), {"PATH", "OPENAI_API_KEY"}),
+        ((), ("TMUX",), {"PATH", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "OPENAI_API_KEY", "DOCKER_HOST", "TMUX"}),
+    ]
+    for deny, allow, kept in cases:
+        assert set(jail_env(env, (), deny, allow)) == kept, (deny, allow)
