@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from proxy.audit import AuditSink
@@ -76,12 +79,18 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     if ca is not None:
         env = ca.env(env)
         files = ca.files()
+    tools = toolconfig.ToolFiles(str(run_dir(config)), fs.home, None if ca is None else str(ca.bundle), fs.npm_prefix)
     if config.jail_type is JailType.LANDJAIL:
         _audit_out_of_reach(config, fs, "landjail")
-        jail: Jail = LandJail(config, command, fs, env)
+        jail: Jail = LandJail(config, command, fs, env, tools)
         return jail, jail.prepare()
     _audit_out_of_reach(config, fs, "nsjail")
-    jail = NsJail(config, command, fs, env, files)
+    ns_env, npmrc = tools.write(env, proxy=None)
+    ns_fs = fs
+    if npmrc is not None:  # bound over ~/.npmrc too, for an npm whose environment a parent stripped
+        files[os.path.join(fs.home, ".npmrc")] = npmrc
+        ns_fs = dataclasses.replace(fs, hidden=tuple(h for h in fs.hidden if h != os.path.join(fs.home, ".npmrc")))
+    jail = NsJail(config, command, ns_fs, ns_env, files)
     try:
         return jail, jail.prepare()
     except BoundaryError as e:
@@ -90,8 +99,13 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
             raise
         log.info("user namespaces are refused here (%s); using landjail", e.detail)
     _audit_out_of_reach(config, fs, "landjail")
-    jail = LandJail(config, command, fs, env)
+    jail = LandJail(config, command, fs, env, tools)
     return jail, jail.prepare()
+
+
+def run_dir(config: Config) -> Path:
+    """Files boundary makes for one run (tool config): readable in the jail, not its to write, removed after."""
+    return config.state_dir.parent / "boundary-run" / config.run_id
 
 
 def _audit_out_of_reach(config: Config, fs: fspolicy.FsPolicy, mode: str) -> None:
@@ -124,6 +138,7 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     finally:
         listeners.close()
         jail.close()
+        shutil.rmtree(run_dir(config), ignore_errors=True)
 
 
 def _in_terminal_foreground() -> bool:

@@ -52,8 +52,16 @@ def available() -> tuple[bool, str]:
 class LandJail:
     name = "landjail"
 
-    def __init__(self, config: Config, command: Sequence[str], fs: FsPolicy, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        command: Sequence[str],
+        fs: FsPolicy,
+        env: dict[str, str],
+        tools: toolconfig.ToolFiles | None = None,
+    ) -> None:
         self.config = config
+        self.tools = tools
         self.command = list(command)
         self.fs = fs
         self.env = env
@@ -78,7 +86,10 @@ class LandJail:
         return listeners
 
     def child_env(self) -> dict[str, str]:
-        env = toolconfig.proxy_env(self.env, f"http://127.0.0.1:{self._port}")
+        proxy = f"http://127.0.0.1:{self._port}"
+        env = toolconfig.proxy_env(self.env, proxy)
+        if self.tools is not None:
+            env, _ = self.tools.write(env, proxy=proxy)
         for key in ("TMPDIR", "TMP", "TEMP"):
             env[key] = self._tmpdir[0]
         shim = shim_path()

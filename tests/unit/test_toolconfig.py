@@ -75,3 +75,48 @@ def test_the_shim_restores_proxy_npm_git_and_java_settings() -> None:
                 "GIT_CONFIG_KEY_0", "JAVA_TOOL_OPTIONS"):  # fmt: skip
         assert key in keys
     assert "PATH" not in keys  # env -i PATH=... chooses its PATH on purpose
+
+
+def test_npmrc_keeps_settings_and_drops_credentials() -> None:
+    from jail.toolconfig import npmrc
+
+    user = (
+        "registry=https://npm.example.test/\n@corp:registry=https://corp.example.test/\n"
+        "//npm.example.test/:_authToken=SECRET\n_auth=SECRET\nemail=a@b\nstrict-ssl=true\nproxy=http://old\n"
+    )
+    out = npmrc(user, proxy="http://127.0.0.1:9", cafile="/ca.pem", prefix="/p")
+    assert "SECRET" not in out
+    assert "a@b" not in out
+    assert "http://old" not in out
+    for line in ("registry=https://npm.example.test/", "@corp:registry=https://corp.example.test/", "strict-ssl=true",
+                 "proxy=http://127.0.0.1:9", "https-proxy=http://127.0.0.1:9", "noproxy=localhost,127.0.0.1,::1",
+                 "cafile=/ca.pem", "prefix=/p"):  # fmt: skip
+        assert line in out.splitlines(), line
+
+
+def test_gitconfig_drops_helpers_and_includes() -> None:
+    from jail.toolconfig import gitconfig
+
+    user = (
+        '[user]\n\tname = U\n[credential]\n\thelper = store\n[credential "https://x"]\n\thelper = !evil\n'
+        '[include]\n\tpath = ~/.secret\n[includeIf "gitdir:~/w/"]\n\tpath = w\n[core]\n\teditor = vi\n'
+    )
+    out = gitconfig(user, proxy="http://127.0.0.1:9", cainfo="/ca.pem")
+    assert "helper" not in out
+    assert "path =" not in out
+    assert "name = U" in out
+    assert "editor = vi" in out
+    assert "\tproxy = http://127.0.0.1:9" in out
+    assert "\tsslCAInfo = /ca.pem" in out
+
+
+def test_pipconf_drops_url_credentials() -> None:
+    from jail.toolconfig import pipconf
+
+    user = "[global]\nindex-url = https://u:pw@pypi.example.test/simple\nextra-index-url = https://x.test/s\n"
+    out = pipconf(user, proxy="http://127.0.0.1:9", cert="/ca.pem")
+    assert "pw" not in out
+    assert "index-url = https://pypi.example.test/simple" in out
+    assert "proxy = http://127.0.0.1:9" in out
+    assert "cert = /ca.pem" in out
+    assert "proxy = http://127.0.0.1:9" in pipconf("not [ini", proxy="http://127.0.0.1:9", cert=None)
