@@ -192,7 +192,7 @@ def _dedupe(paths: Iterable[str]) -> tuple[str, ...]:
 def tree_minus_holes(root: str, holes: Iterable[str]) -> list[str]:
     """Paths whose union is ``root`` without ``holes`` (as of now): ``root`` itself when no hole is in
     it, else its entries, recursively, skipping the holes. For Landlock, which can only grant."""
-    inside = [h for h in holes if under(h, root)]
+    inside = [h for h in holes if under(h, root) and os.path.lexists(h)]  # a missing one hides nothing
     if not inside:
         return [root]
     if root in inside:
