@@ -6,6 +6,7 @@ Side effects: forks a short-lived child that tries to create a user + network na
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import FIREWALL_BACKENDS
@@ -27,15 +28,16 @@ class Check:
         return f"{self.name}: {state}: {self.detail}" + (f" (hint: {self.hint})" if self.hint and not self.ok else "")
 
 
-def _try_userns() -> str | None:
-    """None when an unprivileged user + network namespace can be created, else why not."""
+def _in_child(attempt: Callable[[], None]) -> str | None:
+    """Run ``attempt`` in a short-lived child (it may change the process for good); None when it worked,
+    else why not."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             os.close(r)
-            syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
+            attempt()
         except OSError as e:
             os.write(w, describe(e).encode())
             code = 1
@@ -46,30 +48,23 @@ def _try_userns() -> str | None:
         why = f.read().decode()
     os.waitpid(pid, 0)
     return why or None
+
+
+def _try_userns() -> str | None:
+    """None when an unprivileged user + network namespace can be created, else why not."""
+    return _in_child(lambda: syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET))
+
+
+def _notify() -> None:
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    fd = unotify.install(bind=False)
+    pidfd = os.pidfd_open(os.getpid())
+    os.close(unotify.take_fd(pidfd, fd))
 
 
 def _try_notify() -> str | None:
     """None when a seccomp user-notification filter loads and pidfd_getfd works, else why not."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-            fd = unotify.install(bind=False)
-            pidfd = os.pidfd_open(os.getpid())
-            os.close(unotify.take_fd(pidfd, fd))
-        except OSError as e:
-            os.write(w, describe(e).encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        why = f.read().decode()
-    os.waitpid(pid, 0)
-    return why or None
+    return _in_child(_notify)
 
 
 def checks() -> list[Check]:
