@@ -64,6 +64,17 @@ class FsPolicy:
     npm_prefix: str = ""  # boundary's npm global prefix: its bin is on PATH only inside jails
     pinned: tuple[str, ...] = ()  # .git directories: never renamed away and replaced
     protected_tmp: tuple[str, ...] = ()  # protected paths in /tmp or /dev/shm (writable in landjail only)
+    home_holes: tuple[str, ...] = ()  # a home inside a writable root: its dot entries and ~/bin stay read-only
+    split_homes: tuple[str, ...] = ()  # ...and the home itself is granted entry by entry (no new top-level entries)
+
+    def grants(self, roots: Iterable[str], holes: Iterable[str] = ()) -> list[str]:
+        """``roots`` as they may be granted: each root minus the home holes (and ``holes``), entry by entry
+        where it holds one; a split home never whole."""
+        out: list[str] = []
+        all_holes = [*self.home_holes, *holes, *(os.path.join(h, "") for h in self.split_homes)]
+        for root in roots:
+            out += tree_minus_holes(root, all_holes)
+        return out
 
 
 def _abs(p: Path | str) -> str:
@@ -117,9 +128,10 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     extra = [str(default_config_path(env).parent), str(config.state_dir)]
     # an exact --rw is the user's word: that path itself stays writable
     wanted_ro = [p for p in protect.candidates(roots, homes, env.get("PATH", ""), extra) if p not in rw]
-    protected = protect.inside(wanted_ro, writable, but_not=hidden)
-    in_tmp = protect.inside(wanted_ro, ("/tmp", "/dev/shm"), but_not=(*hidden, *protected))
-    holders = protect.inside(protect.placeholders(roots, homes), writable, but_not=hidden)
+    present = [h for h in hidden if os.path.lexists(h)]  # a missing secret hides nothing: protect its name
+    protected = protect.inside(wanted_ro, writable, but_not=present)
+    in_tmp = protect.inside(wanted_ro, ("/tmp", "/dev/shm"), but_not=(*present, *protected))
+    holders = protect.inside(protect.placeholders(roots), writable, but_not=hidden)
     return FsPolicy(
         home=home,
         workspace=workspace,
@@ -137,6 +149,8 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
         npm_prefix=prefix,
         pinned=pinned,
         protected_tmp=_dedupe(p for p in in_tmp if p not in protected),
+        home_holes=_dedupe(protect.home_holes(homes, (workspace, *rw))),
+        split_homes=_dedupe(protect.split_homes(homes, (workspace, *rw))),
     )
 
 
@@ -147,7 +161,7 @@ def writable_root(fs: FsPolicy, path: str, mode: str) -> str | None:
     real = os.path.realpath(path)
     if any(under(real, os.path.realpath(h)) for h in fs.hidden):
         return None
-    roots = [*fs.writable, *fs.tmpfs, *(fs.private_tmp if mode == "landjail" else ())]
+    roots = [*fs.grants(fs.writable), *fs.tmpfs, *(fs.private_tmp if mode == "landjail" else ())]
     for root in roots:
         if under(real, os.path.realpath(root)):
             return root

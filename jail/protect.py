@@ -16,6 +16,7 @@ Side effects: none (reads the file system).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,13 +34,18 @@ HOME_PROTECTED = (
     ".codex/config.toml", ".claude/settings.json", ".claude/settings.local.json", ".gemini/settings.json",
     ".config/direnv", ".direnvrc", ".envrc", ".gnupg", ".pam_environment",
 )  # fmt: skip
-# created (empty, read-only) where missing and creatable, so that the jail cannot create them either
-HOME_PLACEHOLDER_DIRS = (".ssh", ".config/systemd", ".config/autostart", ".local/bin", ".config/git",
-                         ".config/boundary")  # fmt: skip
 WORKSPACE_PROTECTED = (".envrc", ".vscode", ".idea")
 WORKSPACE_PLACEHOLDER_DIRS = (".vscode", ".idea")
 WORKSPACE_PLACEHOLDER_FILES = (".envrc",)  # an empty .envrc is inert (direnv asks before it runs a new one)
-GIT_PROTECTED = ("config", "hooks", "info")
+# what git reads as configuration or runs, in a git directory: config (core.fsmonitor, core.hooksPath, filters,
+# aliases...), config.worktree, hooks, info (attributes), commondir (where config and hooks are taken from)
+GIT_PROTECTED = ("config", "config.worktree", "hooks", "info", "commondir")
+WORKTREE_PROTECTED = ("commondir", "gitdir", "config.worktree")  # in each .git/worktrees/NAME
+# not searched for repositories (big, and never a repository of the user's)
+SKIP_DIRS = frozenset(("node_modules", "__pycache__", "target", "dist", "build", "vendor", "site-packages"))
+REPO_DEPTH = 6
+REPO_VISITS = 20000
+HOME_KEPT_BIN = ("bin",)  # ~/bin: Debian's .profile puts it on PATH when it exists
 GIT_PLACEHOLDER_DIRS = ("hooks", "info")
 
 HOME_SECRETS = (
@@ -112,17 +118,80 @@ def _modules(base: str, depth: int = 0) -> list[str]:
     return out
 
 
+def repositories(root: str) -> list[str]:
+    """Working trees at or below ``root`` (a ``.git`` entry in them), searched at most REPO_DEPTH deep and
+    REPO_VISITS directories wide; hidden directories and SKIP_DIRS are not entered."""
+    out: list[str] = []
+    visits = 0
+    frontier = [(root, 0)]
+    while frontier:
+        d, depth = frontier.pop()
+        visits += 1
+        if visits > REPO_VISITS:
+            break
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        if any(e.name == ".git" for e in entries):
+            out.append(d)
+        if depth >= REPO_DEPTH:
+            continue
+        for e in entries:
+            if e.name.startswith(".") or e.name in SKIP_DIRS:
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    frontier.append((e.path, depth + 1))
+            except OSError:
+                continue
+    return out
+
+
+def git_protected(gitdirs: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for gitdir in gitdirs:
+        out += [os.path.join(gitdir, n) for n in GIT_PROTECTED]
+        wts = os.path.join(gitdir, "worktrees")
+        with contextlib.suppress(OSError):
+            for name in os.listdir(wts):
+                out += [os.path.join(wts, name, n) for n in WORKTREE_PROTECTED]
+    return out
+
+
+def home_holes(homes: Iterable[str], roots: Iterable[str]) -> list[str]:
+    """For a home directory inside a writable root (``boundary run`` started in ~): its hidden entries and
+    ~/bin, which stay out of the grant (read-only), so that only its projects are writable; nothing new can be
+    made at its top level then (a dot file no tool of the jail's should plant)."""
+    out: list[str] = []
+    real_roots = [os.path.realpath(r) for r in roots]
+    for home in homes:
+        real = os.path.realpath(home)
+        if not any(under(real, r) for r in real_roots):
+            continue
+        with contextlib.suppress(OSError):
+            out += [os.path.join(home, n) for n in os.listdir(home) if n.startswith(".") or n in HOME_KEPT_BIN]
+    return out
+
+
+def split_homes(homes: Iterable[str], roots: Iterable[str]) -> list[str]:
+    """The home directories inside a writable root: granted entry by entry (home_holes left out), never whole."""
+    real_roots = [os.path.realpath(r) for r in roots]
+    return [h for h in homes if any(under(os.path.realpath(h), r) for r in real_roots)]
+
+
 def candidates(workspaces: Sequence[str], homes: Iterable[str], path_env: str, extra: Iterable[str] = ()) -> list[str]:
     """Every path to protect (existing or not); the caller keeps those inside a writable root. The first of
     ``workspaces`` is the workspace, the others --rw directories."""
     out: list[str] = []
     for root in workspaces:
         out += [os.path.join(root, n) for n in WORKSPACE_PROTECTED]
-        dot = os.path.join(root, ".git")
-        if os.path.lexists(dot) and not (os.path.isdir(dot) and not os.path.islink(dot)):
-            out.append(dot)  # a .git file (or link) must not be pointed at a repository the jail made
-        for gitdir in git_dirs(root):
-            out += [os.path.join(gitdir, n) for n in GIT_PROTECTED]
+        for repo in repositories(root):
+            dot = os.path.join(repo, ".git")
+            if os.path.lexists(dot) and not (os.path.isdir(dot) and not os.path.islink(dot)):
+                out.append(dot)  # a .git file (or link) must not be pointed at a repository the jail made
+            out += git_protected(git_dirs(repo))
     for home in homes:
         out += [os.path.join(home, n) for n in HOME_PROTECTED]
     project = os.path.realpath(next(iter(workspaces), "/nonexistent"))
@@ -137,22 +206,21 @@ def pinned(workspaces: Iterable[str]) -> list[str]:
     away and replaced by a repository of the jail's), writable inside except for GIT_PROTECTED."""
     out = []
     for root in workspaces:
-        dot = os.path.join(root, ".git")
-        if os.path.isdir(dot) and not os.path.islink(dot):
-            out.append(dot)
+        for repo in repositories(root):
+            dot = os.path.join(repo, ".git")
+            if os.path.isdir(dot) and not os.path.islink(dot):
+                out.append(dot)
     return out
 
 
-def placeholders(workspaces: Iterable[str], homes: Iterable[str]) -> list[str]:
+def placeholders(workspaces: Iterable[str]) -> list[str]:
     """Directories to create where they are missing, so that they can be made read-only."""
     out: list[str] = []
     for root in workspaces:
         out += [os.path.join(root, n) for n in WORKSPACE_PLACEHOLDER_DIRS]
-
-        for gitdir in git_dirs(root):
-            out += [os.path.join(gitdir, n) for n in GIT_PLACEHOLDER_DIRS]
-    for home in homes:
-        out += [os.path.join(home, n) for n in HOME_PLACEHOLDER_DIRS]
+        for repo in repositories(root):
+            for gitdir in git_dirs(repo):
+                out += [os.path.join(gitdir, n) for n in GIT_PLACEHOLDER_DIRS]
     return out
 
 

@@ -64,6 +64,8 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     from .modes.landjail import LandJail
     from .modes.nsjail import USERNS_STEP, NsJail
 
+    with contextlib.suppress(OSError):  # boundary's own (hidden in the jail): made before the policy looks
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fs = fspolicy.build(config, os.environ, os.getuid())
     for d in (fs.npm_prefix, *(os.path.join(fs.home, h) for h in fspolicy.HOME_CREATE)):
         with contextlib.suppress(OSError):  # tool state npm needs at once (the rest is used where it exists)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import queue
 import sys
 import threading
@@ -59,8 +60,16 @@ class AuditSink:
         self._queue: queue.Queue[object] = queue.Queue(QUEUE_MAX)
         self._thread: threading.Thread | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # never through a symlink someone put where the log goes (it would append records to its target)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                self._degraded = True  # records go to stderr, as README promises; never to an allow
+                self._write_err(f"boundary: warning: cannot open audit log {path}: {e.strerror}; audit records "
+                                "go to stderr")  # fmt: skip
+                fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
             self._thread = threading.Thread(target=self._writer, name="boundary-audit", daemon=True)
             self._thread.start()
 

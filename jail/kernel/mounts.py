@@ -156,7 +156,9 @@ def apply(plan: Plan) -> None:
     """Apply in the current (private) mount namespace. Raises OSError naming the mount that failed."""
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     cwd = os.getcwd()
-    writable = [real for p in plan.writable if (f := _existing(p)) and stat.S_ISDIR(f[1].st_mode) for real in [f[0]]]
+    writable = [
+        f[0] for p in plan.writable if (f := _existing(p)) and stat.S_ISDIR(f[1].st_mode) | stat.S_ISREG(f[1].st_mode)
+    ]  # files too: a home split into its entries has some at its top level
     read_only = [f[0] for p in plan.read_only if (f := _existing(p))]
     kept = _Kept()
     try:

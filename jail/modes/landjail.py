@@ -121,7 +121,7 @@ class LandJail:
         out: list[str] = []
         for root in roots:
             holes = [*self.fs.hidden, *self._holes]
-            grants = fspolicy.tree_minus_holes(root, holes)
+            grants = self.fs.grants([root], holes)
             if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in holes):
                 log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
                             "directly in it cannot be created", root)  # fmt: skip

@@ -319,7 +319,8 @@ def _prepare_namespaces(
     os.close(jail_fd)
     os.close(gw_fd)
     mplan = mounts.Plan(
-        writable=fs.writable, read_only=(*fs.read_only, *fs.protected), private_tmp=fs.private_tmp, hide=fs.hidden,
+        writable=tuple(fs.grants(fs.writable)), read_only=(*fs.read_only, *fs.protected),
+        private_tmp=fs.private_tmp, hide=fs.hidden,
         files={**files, "/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
         tmpfs_size=config.tmpfs_size,
     )  # fmt: skip

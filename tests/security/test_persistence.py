@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,152 @@ def test_git_work_goes_on_inside(tmp_path: Path, setting: tuple[Path, Path, dict
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["2", "sub-ok"], r.stdout  # the merge was a fast-forward
     assert git(ws, "log", "--oneline", env=env).stdout.count("\n") == 2
+
+
+NESTED = r"""
+import json, os, subprocess, sys
+marker, ws = sys.argv[1], sys.argv[2]
+out = {}
+def attempt(name, fn):
+    try:
+        fn(); out[name] = "ok"
+    except (OSError, subprocess.CalledProcessError) as e:
+        out[name] = "error %s" % getattr(e, "errno", e)
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+proj = os.path.join(ws, "proj")
+attempt("nested fsmonitor", lambda: subprocess.run(["git", "-C", proj, "config", "core.fsmonitor",
+                                                    "touch %s; false" % marker], check=True))
+hook = "#!/bin/sh\ntouch %s\n" % marker
+attempt("nested hook", lambda: write(os.path.join(proj, ".git/hooks/pre-commit"), hook, 0o755))
+attempt("nested .git renamed", lambda: os.rename(os.path.join(proj, ".git"), os.path.join(proj, ".git.old")))
+evil = os.path.join(ws, ".evil")
+os.makedirs(os.path.join(evil, "hooks"), exist_ok=True)
+write(os.path.join(evil, "config"), "[core]\n\tfsmonitor = \"touch %s; false\"\n" % marker)
+write(os.path.join(evil, "hooks", "pre-commit"), "#!/bin/sh\ntouch %s\n" % marker, 0o755)
+attempt("commondir", lambda: write(os.path.join(ws, ".git", "commondir"), evil + "\n"))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_repositories_below_the_workspace_and_commondir(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str
+) -> None:
+    _home, ws, env = setting
+    proj = ws / "proj"
+    proj.mkdir()
+    for args in (("init", "-q", "-b", "main"),):
+        assert git(proj, *args, env=env).returncode == 0
+    (proj / "a.txt").write_text("a\n")
+    assert git(proj, "add", "a.txt", env=env).returncode == 0
+    assert git(proj, "commit", "-qm", "a", env=env).returncode == 0
+    marker = tmp_path / "planted-code-ran"
+    probe = ws / "nested.py"
+    probe.write_text(NESTED)
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
+         sys.executable, str(probe), str(marker), str(ws)],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    planted = json.loads(r.stdout)
+    for repo in (ws, proj):
+        (repo / "new.txt").write_text("x\n")
+        assert git(repo, "status", "--porcelain", env=env).returncode == 0
+        assert git(repo, "add", "new.txt", env=env).returncode == 0
+        commit = git(repo, "commit", "-qm", "outside", env=env)
+        assert commit.returncode == 0, commit.stderr
+    assert not marker.exists(), (planted, r.stderr)
+    assert (proj / ".git").is_dir()
+    assert not (ws / ".git" / "commondir").exists()
+    if mode == "nsjail":
+        for name in ("nested fsmonitor", "nested hook", "nested .git renamed"):
+            assert planted[name] != "ok", (name, planted)
+
+
+HOME_PLANT = r"""
+import json, os, sys
+home = os.environ["HOME"]
+marker = sys.argv[1]
+out = {}
+def attempt(name, fn):
+    try:
+        fn(); out[name] = "ok"
+    except OSError as e:
+        out[name] = "error %d" % e.errno
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+attempt("~/bin/git", lambda: write(os.path.join(home, "bin/git"), "#!/bin/sh\ntouch %s\n" % marker, 0o755))
+attempt("user site .pth", lambda: write(os.path.join(home, ".local/lib/python3.11/site-packages/zz.pth"),
+                                        "import os; os.system('touch %s')\n" % marker))
+attempt("~/.curlrc", lambda: write(os.path.join(home, ".curlrc"), "proxy = http://127.0.0.1:9\n"))
+attempt("~/.vim plugin", lambda: write(os.path.join(home, ".vim/plugin/x.vim"), "call system('touch %s')\n" % marker))
+attempt("rename ~/.config", lambda: os.rename(os.path.join(home, ".config"), os.path.join(home, ".config.x")))
+attempt("rename ~/.local", lambda: os.rename(os.path.join(home, ".local"), os.path.join(home, ".local.x")))
+attempt("project file", lambda: write(os.path.join(home, "project", "main.py"), "print(1)\n"))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_workspace_is_home(tmp_path: Path, mode: str) -> None:
+    """`boundary run` started in ~: the projects in it are writable, its dot files, ~/bin and top level are not.
+    (A home in /var/tmp: nsjail's /tmp is its own, where writes would vanish anyway.)"""
+    home = Path(tempfile.mkdtemp(prefix="boundary-home-", dir="/var/tmp"))
+    try:
+        _workspace_is_home(tmp_path, home, mode)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _workspace_is_home(tmp_path: Path, home: Path, mode: str) -> None:
+    for d in (".config", ".local/lib/python3.11/site-packages", "project", "bin", ".vim"):
+        (home / d).mkdir(parents=True, exist_ok=True)
+    (home / ".bashrc").write_text("# the user's\n")
+    (home / ".profile").write_text('PATH="$HOME/bin:$PATH"\n')
+    marker = tmp_path / "planted-code-ran"
+    probe = home / "project" / "plant.py"
+    probe.write_text(HOME_PLANT)
+    env = {**boundary_env(tmp_path), "HOME": str(home)}
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(home), "--",
+         sys.executable, str(probe), str(marker)],
+        cwd=home, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    planted = json.loads(r.stdout)
+    assert planted["project file"] == "ok", planted
+    for name in ("~/bin/git", "user site .pth", "~/.curlrc", "~/.vim plugin", "rename ~/.config", "rename ~/.local"):
+        assert planted[name] != "ok", (name, planted)
+    login = subprocess.run(["bash", "-lc", "command -v git; python3 -c pass"], env=env, capture_output=True,
+                           text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert "/bin/git" in login.stdout
+    assert not login.stdout.startswith(str(home))
+    assert not marker.exists()
+    assert (home / ".config").is_dir()
+    assert (home / ".local").is_dir()
+    assert not (home / ".curlrc").exists()
+
+
+def test_the_audit_log_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "victim"
+    target.write_text("# the user's\n")
+    audit = tmp_path / "logs" / "audit.jsonl"
+    audit.parent.mkdir()
+    audit.symlink_to(target)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", "nsjail", "--audit-log", str(audit), "--", "sh", "-c",
+         "exec 3<>/dev/tcp/denied.example/80 2>/dev/null; true"],
+        cwd=ws, env=boundary_env(tmp_path), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert target.read_text() == "# the user's\n"
+    assert "cannot open audit log" in r.stderr
