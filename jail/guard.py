@@ -12,12 +12,15 @@ Side effects: reads the guarded paths at start; renames and writes them at the e
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import shutil
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+log = logging.getLogger(__name__)
 MAX_BYTES = 8 << 20  # per guarded path: larger trees are not copied (the caller makes them plain holes)
 MAX_ENTRIES = 4000
 
@@ -37,11 +40,13 @@ class Entry:
 class Snapshot:
     path: str
     entries: dict[str, Entry] | None  # relative path -> entry; None: the path did not exist
+    parent: Where | None = None  # its directory: the same one at the end
 
     @classmethod
     def take(cls, path: str) -> Snapshot:
+        parent = _dir_id(os.path.dirname(path))
         if not os.path.lexists(path):
-            return cls(path, None)
+            return cls(path, None, parent)
         entries: dict[str, Entry] = {}
         budget = [MAX_BYTES, MAX_ENTRIES]
 
@@ -66,10 +71,15 @@ class Snapshot:
                 entries[rel] = Entry("other", stat.S_IMODE(st.st_mode))
 
         add("", path)
-        return cls(path, entries)
+        return cls(path, entries, parent)
 
     def restore(self, aside: str) -> bool:
-        """Put the recorded state back if it changed; move the changed one to ``aside``. True if restored."""
+        """Put the recorded state back if it changed; move the changed one to ``aside``. True if restored.
+        Raises OSError when the directory it lies in is not the one it was in (a symlink or another directory
+        put in its place would lead boundary, which runs unconfined, to write where the jail could not)."""
+        parent = os.path.dirname(self.path)
+        if self.parent is None or not self.parent.same(parent):
+            raise OSError(errno.EXDEV, f"{parent} is no longer the directory it was")
         try:
             now = Snapshot.take(self.path)
         except (TooBig, OSError):
@@ -93,12 +103,51 @@ class Snapshot:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A directory as it was: the nearest existing one at or above it (its path and identity) and the real
+    path it had or would have. Checked again before boundary, which runs unconfined, writes there."""
+
+    anchor: str
+    ident: tuple[int, int]
+    real: str
+
+    @classmethod
+    def of(cls, path: str) -> Where:
+        rest: list[str] = []
+        anchor = path
+        while not os.path.isdir(anchor) and os.path.dirname(anchor) != anchor:
+            anchor, tail = os.path.split(anchor)
+            rest.insert(0, tail)
+        st = os.stat(anchor)
+        return cls(anchor, (st.st_dev, st.st_ino), os.path.join(os.path.realpath(anchor), *rest))
+
+    def same(self, path: str) -> bool:
+        """``path`` is still this directory: its anchor unchanged, and reached through no symlink (the part
+        that did not exist then included)."""
+        try:
+            st = os.stat(self.anchor)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident and os.path.realpath(path) == self.real
+
+
+def _dir_id(path: str) -> Where:
+    return Where.of(path)
+
+
+def warn_failed(g: Guard) -> None:
+    for path, why in g.failed:
+        log.warning("could not check or put back %s (%s): look at it before running anything there", path, why)
+
+
 @dataclass
 class Guard:
     run_id: str
     snapshots: list[Snapshot] = field(default_factory=list)
     too_big: list[str] = field(default_factory=list)
-    pins: list[tuple[str, int]] = field(default_factory=list)  # (path, O_PATH fd of the directory that was there)
+    pins: list[tuple[str, int, Where]] = field(default_factory=list)  # (path, O_PATH fd, its parent)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why) not restored
 
     @classmethod
     def take(cls, paths: Iterable[str], run_id: str, *, pinned: Iterable[str] = ()) -> Guard:
@@ -107,7 +156,8 @@ class Guard:
         g = cls(run_id)
         for p in pinned:
             with contextlib.suppress(OSError):
-                g.pins.append((p, os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)))
+                fd = os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                g.pins.append((p, fd, _dir_id(os.path.dirname(p))))
         for p in paths:
             try:
                 g.snapshots.append(Snapshot.take(p))
@@ -120,9 +170,11 @@ class Guard:
     def restore(self) -> list[tuple[str, str]]:
         """(path, where the jail's version went) for each path put back."""
         out = []
-        for path, fd in self.pins:
-            with contextlib.suppress(OSError):
+        for path, fd, parent in self.pins:  # parents first
+            try:
                 st = os.fstat(fd)
+                if not parent.same(os.path.dirname(path)):  # its own parent pin could not be put back
+                    raise OSError(errno.EXDEV, "its directory is no longer the one it was")
                 now = os.lstat(path) if os.path.lexists(path) else None
                 if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
                     aside = f"{path}.boundary-rejected-{self.run_id}"
@@ -130,13 +182,17 @@ class Guard:
                         os.rename(path, aside)
                     os.rename(os.readlink(f"/proc/self/fd/{fd}"), path)  # where the jail moved it
                     out.append((path, aside))
+            except OSError as e:
+                self.failed.append((path, e.strerror or str(e)))
             os.close(fd)
         self.pins = []
         for s in self.snapshots:
             aside = f"{s.path}.boundary-rejected-{self.run_id}"
-            with contextlib.suppress(OSError):
+            try:
                 if os.path.lexists(aside):
                     shutil.rmtree(aside) if os.path.isdir(aside) and not os.path.islink(aside) else os.unlink(aside)
                 if s.restore(aside):
                     out.append((s.path, aside))
+            except OSError as e:
+                self.failed.append((s.path, e.strerror or str(e)))
         return out

@@ -202,15 +202,20 @@ def candidates(workspaces: Sequence[str], homes: Iterable[str], path_env: str, e
 
 
 def pinned(workspaces: Iterable[str]) -> list[str]:
-    """``.git`` directories: kept where they are (nsjail binds them onto themselves, so they cannot be renamed
-    away and replaced by a repository of the jail's), writable inside except for GIT_PROTECTED."""
-    out = []
+    """Directories that must stay where they are, parents first: every repository's ``.git`` directory and
+    every directory from the writable root down to the repository, so that none can be renamed away and
+    replaced by a repository of the jail's where the user will run git (nsjail binds each onto itself;
+    landjail puts them back at the end). Writable inside except for GIT_PROTECTED."""
+    out: list[str] = []
     for root in workspaces:
         for repo in repositories(root):
+            rel = os.path.relpath(repo, root)
+            parts = [] if rel == "." else rel.split(os.sep)
+            out += [os.path.join(root, *parts[: i + 1]) for i in range(len(parts))]
             dot = os.path.join(repo, ".git")
             if os.path.isdir(dot) and not os.path.islink(dot):
                 out.append(dot)
-    return out
+    return sorted(dict.fromkeys(out), key=lambda p: p.count(os.sep))
 
 
 def placeholders(workspaces: Iterable[str]) -> list[str]:

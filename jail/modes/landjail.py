@@ -203,6 +203,7 @@ class LandJail:
             for path, aside in self._guard.restore():
                 log.warning("the jail changed %s, which unconfined programs act on: restored; its version is in %s",
                             path, aside)  # fmt: skip
+            guard.warn_failed(self._guard)
             self._guard = None
         for d in self._tmpdir:
             shutil.rmtree(d, ignore_errors=True)

@@ -23,6 +23,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -87,7 +88,7 @@ class NsJail:
         self._diag: socket.socket | None = None
         self.denials = sockets.DenyLog()
         self.supervisor: sockets.Supervisor | None = None
-        self._made: list[str] = []
+        self._made: list[tuple[int, str]] = []
         self._guard: guard.Guard | None = None
 
     # -- supervisor side ---------------------------------------------------
@@ -169,14 +170,6 @@ class NsJail:
                 signal.pidfd_send_signal(self._pid1_fd, sig)
 
     def close(self) -> None:
-        if self._guard is not None:  # protected files the jail created where none was (and so none was bound)
-            for path, aside in self._guard.restore():
-                log.warning("the jail created %s, which unconfined programs act on: moved to %s", path, aside)
-            self._guard = None
-        for d in reversed(self._made):  # still empty: the jail could not write into them
-            with contextlib.suppress(OSError):
-                os.rmdir(d) if os.path.isdir(d) else _unlink_if_empty(d)
-        self._made = []
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
@@ -192,6 +185,17 @@ class NsJail:
         if self._pid1_fd >= 0:
             os.close(self._pid1_fd)
             self._pid1_fd = -1
+        # the jail is gone: nothing of it can race what follows
+        if self._guard is not None:  # protected files the jail created where none was (and so none was bound)
+            for path, aside in self._guard.restore():
+                log.warning("the jail created %s, which unconfined programs act on: moved to %s", path, aside)
+            guard.warn_failed(self._guard)
+            self._guard = None
+        for parent, name in reversed(self._made):  # still empty: the jail could not write into them
+            with contextlib.suppress(OSError):
+                _remove_if_empty(parent, name)
+            os.close(parent)
+        self._made = []
 
     def _reap_setup(self) -> int:
         if self._status is None:
@@ -200,24 +204,34 @@ class NsJail:
         return self._status
 
 
-def _make_placeholders(dirs: Sequence[str], files: Sequence[str]) -> list[str]:
-    """Create the missing protected directories and (empty) files; the ones made."""
+def _make_placeholders(dirs: Sequence[str], files: Sequence[str]) -> list[tuple[int, str]]:
+    """Create the missing protected directories and (empty) files; for each one made, an O_PATH fd of its
+    directory and its name (removed through these later, wherever the jail moved things meanwhile)."""
     made = []
     for path in (*dirs, *files):
         try:
-            if path in files:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
-            else:
-                os.mkdir(path, 0o700)
+            parent = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             continue
-        made.append(path)
+        name = os.path.basename(path)
+        try:
+            if path in files:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent))
+            else:
+                os.mkdir(name, 0o700, dir_fd=parent)
+        except OSError:
+            os.close(parent)
+            continue
+        made.append((parent, name))
     return made
 
 
-def _unlink_if_empty(path: str) -> None:
-    if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) == 0:
-        os.unlink(path)
+def _remove_if_empty(parent: int, name: str) -> None:
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        os.rmdir(name, dir_fd=parent)
+    elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        os.unlink(name, dir_fd=parent)
 
 
 # -- S: the setup child ------------------------------------------------------

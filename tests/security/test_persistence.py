@@ -360,3 +360,68 @@ def test_the_audit_log_is_never_written_through_a_symlink(tmp_path: Path) -> Non
     )  # fmt: skip
     assert target.read_text() == "# the user's\n"
     assert "cannot open audit log" in r.stderr
+
+
+SWAP = r"""
+import json, os, subprocess, sys
+marker, ws, victim = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {}
+def attempt(name, fn):
+    try:
+        fn(); out[name] = "ok"
+    except (OSError, subprocess.CalledProcessError) as e:
+        out[name] = "error %s" % getattr(e, "errno", e)
+proj = os.path.join(ws, "src", "proj")
+def swap_in_a_repository():
+    os.rename(os.path.join(ws, "src"), os.path.join(ws, "src.real"))
+    os.makedirs(proj)
+    subprocess.run(["git", "init", "-q", proj], check=True)
+    subprocess.run(["git", "-C", proj, "config", "core.fsmonitor", "touch %s; false" % marker], check=True)
+attempt("parent renamed, impostor repository", swap_in_a_repository)
+def symlink_the_parent():  # boundary must not follow this when it puts things back
+    real = os.path.join(ws, "src.real") if os.path.isdir(os.path.join(ws, "src.real")) else os.path.join(ws, "src")
+    with open(os.path.join(real, "proj", ".git", "config"), "a") as f:
+        f.write("[core]\n\tfsmonitor = \"touch %s; false\"\n" % marker)
+    os.rename(real, os.path.join(ws, "src.moved"))
+    if os.path.lexists(os.path.join(ws, "src")):
+        os.rename(os.path.join(ws, "src"), os.path.join(ws, "src.impostor"))
+    os.symlink(victim, os.path.join(ws, "src"))
+attempt("parent symlinked", symlink_the_parent)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_repositorys_parents_cannot_be_swapped(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str
+) -> None:
+    """Renaming a repository's parent away and putting an impostor repository (or a symlink) in its place: the
+    user's git must find the user's repository there afterwards, and boundary, which runs unconfined, must not
+    follow the symlink when it puts things back."""
+    _home, ws, env = setting
+    proj = ws / "src" / "proj"
+    proj.mkdir(parents=True)
+    assert git(proj, "init", "-q", "-b", "main", env=env).returncode == 0
+    (proj / "a.txt").write_text("a\n")
+    assert git(proj, "add", "a.txt", env=env).returncode == 0
+    assert git(proj, "commit", "-qm", "a", env=env).returncode == 0
+    victim = tmp_path / "victim"
+    (victim / "proj").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    probe = ws / "swap.py"
+    probe.write_text(SWAP)
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
+         sys.executable, str(probe), str(marker), str(ws), str(victim)],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    planted = json.loads(r.stdout)
+    assert sorted(p.name for p in (victim / "proj").iterdir()) == [], "boundary wrote through the symlink"
+    assert (proj / ".git").is_dir(), r.stderr
+    (proj / "b.txt").write_text("b\n")
+    assert git(proj, "status", "--porcelain", env=env).returncode == 0
+    assert git(proj, "log", "--oneline", env=env).stdout.count("\n") == 1  # the user's repository
+    assert not marker.exists(), (planted, r.stderr)
+    if mode == "nsjail":
+        assert planted["parent renamed, impostor repository"] != "ok", planted
