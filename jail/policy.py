@@ -64,6 +64,7 @@ class FsPolicy:
     npm_prefix: str = ""  # boundary's npm global prefix: its bin is on PATH only inside jails
     pinned: tuple[str, ...] = ()  # .git directories: never renamed away and replaced
     protected_tmp: tuple[str, ...] = ()  # protected paths in /tmp or /dev/shm (writable in landjail only)
+    known_gitdirs: tuple[str, ...] = ()  # the repositories' git directories at the start (real paths)
     home_holes: tuple[str, ...] = ()  # a home inside a writable root: its dot entries and ~/bin stay read-only
     split_homes: tuple[str, ...] = ()  # ...and the home itself is granted entry by entry (no new top-level entries)
 
@@ -100,6 +101,11 @@ def npm_prefix(env: Mapping[str, str], home: str) -> str:
 
 
 def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
+    with protect.one_look():  # the repository search runs once for all that needs it
+        return _build(config, env, uid)
+
+
+def _build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     home = _abs(env.get("HOME") or Path.home())
     account = account_home(uid)
     homes = _dedupe([home, *([_abs(account)] if account else [])])
@@ -150,6 +156,9 @@ def build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
         pinned=pinned,
         protected_tmp=_dedupe(p for p in in_tmp if p not in protected),
         home_holes=_dedupe(protect.home_holes(homes, (workspace, *rw))),
+        known_gitdirs=_dedupe(
+            os.path.realpath(g) for r in roots for repo in protect.repositories(r) for g in protect.git_dirs(repo)
+        ),
         split_homes=_dedupe(protect.split_homes(homes, (workspace, *rw))),
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from .kernel.mounts import under
 
@@ -64,15 +64,23 @@ HOME_SECRETS = (
 )  # fmt: skip
 
 
+def is_bare(names: Iterable[str]) -> bool:
+    """A directory holding these entries is a bare repository (its own git directory)."""
+    return {"HEAD", "config", "objects", "refs"} <= set(names)
+
+
 def git_dirs(root: str) -> list[str]:
-    """The git directories of a repository at ``root``: its own (``.git``, or where a ``.git`` file
-    points), the common directory of a linked worktree, and those of its submodules."""
+    """The git directories of a repository at ``root``: its own (``.git``, where a ``.git`` file points, or
+    ``root`` itself when bare), the common directory of a linked worktree, and those of its submodules."""
     dot = os.path.join(root, ".git")
     gitdir: str | None = None
     if os.path.isdir(dot) and not os.path.islink(dot):
         gitdir = dot
     elif os.path.isfile(dot):
         gitdir = _pointed(dot)
+    else:
+        with contextlib.suppress(OSError):
+            gitdir = root if is_bare(os.listdir(root)) else None
     if gitdir is None:
         return []
     out = [gitdir]
@@ -118,9 +126,32 @@ def _modules(base: str, depth: int = 0) -> list[str]:
     return out
 
 
+_looked: dict[str, list[str]] | None = None
+
+
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """Within this, repositories() searches each root once (the file system is taken as it is now)."""
+    global _looked
+    _looked = {}
+    try:
+        yield
+    finally:
+        _looked = None
+
+
 def repositories(root: str) -> list[str]:
-    """Working trees at or below ``root`` (a ``.git`` entry in them), searched at most REPO_DEPTH deep and
-    REPO_VISITS directories wide; hidden directories and SKIP_DIRS are not entered."""
+    if _looked is not None:
+        if root not in _looked:
+            _looked[root] = _repositories(root)
+        return list(_looked[root])
+    return _repositories(root)
+
+
+def _repositories(root: str) -> list[str]:
+    """Repositories at or below ``root``: working trees (a ``.git`` entry in them) and bare repositories,
+    searched at most REPO_DEPTH deep and REPO_VISITS directories wide; hidden directories, SKIP_DIRS and
+    bare repositories' insides are not entered."""
     out: list[str] = []
     visits = 0
     frontier = [(root, 0)]
@@ -134,9 +165,10 @@ def repositories(root: str) -> list[str]:
                 entries = list(it)
         except OSError:
             continue
-        if any(e.name == ".git" for e in entries):
+        bare = is_bare(e.name for e in entries)
+        if bare or any(e.name == ".git" for e in entries):
             out.append(d)
-        if depth >= REPO_DEPTH:
+        if depth >= REPO_DEPTH or bare:
             continue
         for e in entries:
             if e.name.startswith(".") or e.name in SKIP_DIRS:

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .. import guard, sockets, toolconfig
+from .. import guard, quarantine, sockets, toolconfig
 from .. import policy as fspolicy
 from ..config import Config
 from ..errors import BoundaryError, describe
@@ -205,6 +205,9 @@ class LandJail:
                             path, aside)  # fmt: skip
             guard.warn_failed(self._guard)
             self._guard = None
+            roots = (self.fs.workspace, *self.fs.extra_rw)
+            for line in quarantine.new_repositories(roots, self.fs.known_gitdirs, self.config.run_id):
+                log.warning("a repository the jail made: %s", line)
         for d in self._tmpdir:
             shutil.rmtree(d, ignore_errors=True)
         self._tmpdir = []

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from .. import guard, sockets
+from .. import guard, quarantine, sockets
 from ..config import Config
 from ..errors import BoundaryError, describe
 from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, sockdiag, syscalls, userns
@@ -191,6 +191,9 @@ class NsJail:
                 log.warning("the jail created %s, which unconfined programs act on: moved to %s", path, aside)
             guard.warn_failed(self._guard)
             self._guard = None
+            roots = (self.fs.workspace, *self.fs.extra_rw)
+            for line in quarantine.new_repositories(roots, self.fs.known_gitdirs, self.config.run_id):
+                log.warning("a repository the jail made: %s", line)
         for parent, name in reversed(self._made):  # still empty: the jail could not write into them
             with contextlib.suppress(OSError):
                 _remove_if_empty(parent, name)

@@ -425,3 +425,58 @@ def test_a_repositorys_parents_cannot_be_swapped(
     assert not marker.exists(), (planted, r.stderr)
     if mode == "nsjail":
         assert planted["parent renamed, impostor repository"] != "ok", planted
+
+
+MADE = r"""
+import os, subprocess, sys
+marker, ws = sys.argv[1], sys.argv[2]
+def git(*a):
+    subprocess.run(["git", *a], check=True, capture_output=True)
+evil = os.path.join(ws, "evil")
+git("init", "-q", evil)
+git("-C", evil, "config", "core.fsmonitor", "touch %s; false" % marker)
+git("-C", evil, "config", "alias.st", "!touch %s" % marker)
+hook = os.path.join(evil, ".git", "hooks", "pre-commit")
+with open(hook, "w") as f:
+    f.write("#!/bin/sh\ntouch %s\n" % marker)
+os.chmod(hook, 0o755)
+sub = os.path.join(ws, "docs")  # a plain directory of the user's repository: a .git file there
+os.makedirs(sub, exist_ok=True)
+with open(os.path.join(sub, ".git"), "w") as f:
+    f.write("gitdir: %s\n" % os.path.join(evil, ".git"))
+bare = os.path.join(ws, "bare.git")
+try:
+    with open(os.path.join(bare, "config"), "a") as f:
+        f.write('[alias]\n\tst = "!touch %s"\n' % marker)
+    print("bare config: written")
+except OSError as e:
+    print("bare config: refused", e.errno)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_repositories_the_jail_makes_run_nothing_outside(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str
+) -> None:
+    _home, ws, env = setting
+    bare = ws / "bare.git"
+    assert subprocess.run(["git", "init", "-q", "--bare", str(bare)], env=env, check=False).returncode == 0
+    marker = tmp_path / "planted-code-ran"
+    probe = ws / "made.py"
+    probe.write_text(MADE)
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
+         sys.executable, str(probe), str(marker), str(ws)],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    evil = ws / "evil"
+    (evil / "f").write_text("x\n")
+    for args in (("status",), ("add", "f"), ("commit", "-qm", "outside"), ("st",)):
+        git(evil, *args, env=env)
+    git(ws / "docs", "status", env=env)
+    git(bare, "st", env=env)
+    assert not marker.exists(), (r.stdout, r.stderr)
+    assert "a repository the jail made" in r.stderr
+    if mode == "nsjail":
+        assert "bare config: refused" in r.stdout
