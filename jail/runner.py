@@ -87,12 +87,13 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         jail: Jail = LandJail(config, command, fs, env, tools)
         return jail, jail.prepare()
     _audit_out_of_reach(config, fs, "nsjail")
-    ns_env, npmrc = tools.write(env, proxy=None)
+    ns_env, tmp_files = tools.in_jail(env, NSJAIL_TOOL_DIR)
     ns_fs = fs
-    if npmrc is not None:  # bound over ~/.npmrc too, for an npm whose environment a parent stripped
-        files[os.path.join(fs.home, ".npmrc")] = npmrc
-        ns_fs = dataclasses.replace(fs, hidden=tuple(h for h in fs.hidden if h != os.path.join(fs.home, ".npmrc")))
-    jail = NsJail(config, command, ns_fs, ns_env, files)
+    npmrc = os.path.join(fs.home, ".npmrc")
+    if os.path.isfile(npmrc):  # bound over ~/.npmrc too, for an npm whose environment a parent stripped
+        files[npmrc] = tmp_files[os.path.join(NSJAIL_TOOL_DIR, "npmrc")]
+        ns_fs = dataclasses.replace(fs, hidden=tuple(h for h in fs.hidden if h != npmrc))
+    jail = NsJail(config, command, ns_fs, ns_env, files, tmp_files)
     try:
         return jail, jail.prepare()
     except BoundaryError as e:
@@ -103,6 +104,9 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     _audit_out_of_reach(config, fs, "landjail")
     jail = LandJail(config, command, fs, env, tools)
     return jail, jail.prepare()
+
+
+NSJAIL_TOOL_DIR = "/tmp/.boundary-tools"  # in nsjail's own /tmp: gone with the jail
 
 
 def run_dir(config: Config) -> Path:

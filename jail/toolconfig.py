@@ -240,3 +240,18 @@ class ToolFiles:
             raise BoundaryError("write the tool config files", describe(e), hint="check $XDG_STATE_HOME") from e
         has_npmrc = os.path.isfile(os.path.join(self.home, ".npmrc"))
         return out, files["npmrc"].encode() if has_npmrc else None
+
+    def in_jail(self, env: Mapping[str, str], directory: str) -> tuple[dict[str, str], dict[str, bytes]]:
+        """nsjail: the same files, to be written inside the jail's own /tmp (``directory``), so nothing of them
+        is on the host, whatever ends the run; the environment pointing at them."""
+        files = config_files(self.home, env, proxy=None, ca=self.ca, prefix=self.npm_prefix)
+        out = dict(env)
+        placed: dict[str, bytes] = {}
+        for name, content in files.items():
+            path = os.path.join(directory, name)
+            placed[path] = content.encode()
+            if name == "npmrc":
+                set_npm(out, CONFIG_ENV[name], path)
+            else:
+                out[CONFIG_ENV[name]] = path
+        return out, placed

@@ -59,6 +59,7 @@ class Plan:
     hide: tuple[str, ...] = ()
     files: Mapping[str, bytes] = field(default_factory=dict)  # target -> content (read-only)
     tmpfs: tuple[str, ...] = ()
+    tmp_files: Mapping[str, bytes] = field(default_factory=dict)  # made inside the private /tmp (never the host's)
     tmpfs_size: int | None = None  # bytes, for private_tmp and tmpfs; None: the kernel's default (half of RAM)
     minimal_dev: bool = True
     fresh_sys: bool = True
@@ -187,6 +188,7 @@ def apply(plan: Plan) -> None:
         writable_tmpfs = tmpfs_options(plan.tmpfs_size)
         for t in plan.private_tmp:
             _private_tmp(t, kept, writable, read_only, writable_tmpfs)
+        _write_tmp_files(plan.tmp_files, plan.private_tmp)
         hidden_dirs = _hide(hide)
         if plan.files:
             _place_files(plan.files, hidden_dirs)
@@ -289,6 +291,18 @@ def _hide(paths: Iterable[str]) -> list[str]:
         else:
             _bind_ro("/dev/null", real)
     return hidden_dirs
+
+
+def _write_tmp_files(files: Mapping[str, bytes], private: Iterable[str]) -> None:
+    """Files written straight into the private tmpfs (after it is mounted): nothing on the host."""
+    roots = [os.path.realpath(p) for p in private]
+    for path, content in files.items():
+        if not any(under(path, r) for r in roots):
+            continue  # only in the jail's own /tmp
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
 
 
 def _place_files(files: Mapping[str, bytes], hidden_dirs: list[str]) -> None:

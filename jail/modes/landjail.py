@@ -150,7 +150,9 @@ class LandJail:
         if pid == 0:
             try:
                 mine.close()
-                _keeper(me, theirs, self.command, env, policy, lambda: limits.limit_processes(pids, already=already))
+                leftovers = [*self._tmpdir, *([self.tools.directory] if self.tools else [])]
+                _keeper(me, theirs, self.command, env, policy, lambda: limits.limit_processes(pids, already=already),
+                        leftovers)  # fmt: skip
             finally:
                 os._exit(EXIT_BOUNDARY)
         theirs.close()
@@ -235,8 +237,11 @@ def _keeper(
     env: dict[str, str],
     policy: landlock.Policy,
     set_limits: Callable[[], None],
+    leftovers: Sequence[str] = (),
 ) -> NoReturn:
-    """K: the command's parent and the subreaper of everything it starts; see LandJail.spawn."""
+    """K: the command's parent and the subreaper of everything it starts; see LandJail.spawn. ``leftovers``
+    (the command's TMPDIR, the run's tool config files) are removed once everything is dead, so that they go
+    even when boundary itself was killed."""
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     caps.non_dumpable()
     group = os.getpgrp()
@@ -247,8 +252,14 @@ def _keeper(
         os._exit(EXIT_BOUNDARY)
     init.run(
         command, lambda: _child(chan, group, command, env, policy, set_limits), env, after_fork=chan.close,
-        parent_death=KEEPER_DEATH_SIGNAL, at_exit=init.kill_descendants,
+        parent_death=KEEPER_DEATH_SIGNAL, at_exit=lambda: _last_rites(leftovers),
     )  # fmt: skip
+
+
+def _last_rites(leftovers: Sequence[str]) -> None:
+    init.kill_descendants()
+    for d in leftovers:  # rmtree never follows the symlinks the jail may have left in them
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _child(

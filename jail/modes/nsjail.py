@@ -74,13 +74,16 @@ class NsJail:
         fs: FsPolicy,
         env: dict[str, str],
         files: Mapping[str, bytes] | None = None,
+        tmp_files: Mapping[str, bytes] | None = None,
     ) -> None:
-        """``files``: extra files to bind over their targets (the CA bundle over the distro bundles)."""
+        """``files``: extra files to bind over their targets (the CA bundle over the distro bundles);
+        ``tmp_files``: files made in the jail's own /tmp (the tool config files)."""
         self.config = config
         self.command = list(command)
         self.fs = fs
         self.env = env
         self.files = dict(files or {})
+        self.tmp_files = dict(tmp_files or {})
         self._chan: socket.socket | None = None
         self._setup_pid = 0
         self._pid1_fd = -1  # a pidfd: signals never reach a recycled pid
@@ -262,7 +265,7 @@ def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     init.die_with_parent(lambda: os.getppid() == parent)
     try:
-        listeners, uid, gid = _prepare_namespaces(jail.config, jail.fs, jail.files)
+        listeners, uid, gid = _prepare_namespaces(jail.config, jail.fs, jail.files, jail.tmp_files)
     except _StepError as e:
         channel.send(chan, {"error": {"step": e.step, "detail": e.detail, "hint": e.hint}})
         return EXIT_BOUNDARY
@@ -295,7 +298,7 @@ def _setup_child(chan: socket.socket, parent: int, jail: NsJail) -> int:
 
 
 def _prepare_namespaces(
-    config: Config, fs: FsPolicy, files: Mapping[str, bytes]
+    config: Config, fs: FsPolicy, files: Mapping[str, bytes], tmp_files: Mapping[str, bytes]
 ) -> tuple[list[socket.socket], int, int]:
     """S's namespace work, in order; returns the gateway sockets and the caller's (uid, gid)."""
     plan = netns.PLAN
@@ -339,7 +342,7 @@ def _prepare_namespaces(
         writable=tuple(fs.grants(fs.writable)), read_only=(*fs.read_only, *fs.protected),
         private_tmp=fs.private_tmp, hide=fs.hidden,
         files={**files, "/etc/resolv.conf": mounts.resolv_conf((plan.gw_v4, plan.gw_v6))}, tmpfs=fs.tmpfs,
-        tmpfs_size=config.tmpfs_size,
+        tmpfs_size=config.tmpfs_size, tmp_files=tmp_files,
     )  # fmt: skip
     _step("apply the jail's mount plan", lambda: mounts.apply(mplan))
     return listeners, uid, gid

@@ -25,6 +25,9 @@ if os.fork() == 0:
         os.execv(sys.executable, [sys.executable, "-c", "import os, time; open(%r, 'w').write(str(os.getpid()))\n"
                  "while True: time.sleep(1)" % pidfile, token])
     os._exit(0)
+with open(pidfile + ".left", "w") as f:  # what boundary made for this run and must remove, whatever kills it
+    made = (os.environ.get("TMPDIR", ""), os.path.dirname(os.environ.get("GIT_CONFIG_GLOBAL", "")))
+    f.write("\n".join(p for p in made if p.startswith("/tmp/boundary-") or "boundary-run" in p))
 while not os.path.exists(pidfile) or not open(pidfile).read():
     time.sleep(0.01)
 LAST_LINE
@@ -49,6 +52,9 @@ def test_sigkill_of_boundary_leaves_nothing(tmp_path: Path, mode: str, target: s
         os.kill(proc.pid if target == "boundary" else -proc.pid, signal.SIGKILL)
         proc.wait(READY_TIMEOUT)
         wait_for(lambda: not processes_with(token), timeout=5)
+        left = [Path(p) for p in Path(f"{pidfile}.left").read_text().split()]
+        assert left or mode == "nsjail", "the probe saw no per-run directory"  # nsjail's are in its own /tmp
+        wait_for(lambda: not any(p.exists() for p in left), timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
