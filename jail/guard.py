@@ -15,7 +15,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -136,6 +135,16 @@ def _dir_id(path: str) -> Where:
     return Where.of(path)
 
 
+def free_name(path: str) -> str:
+    """``path``, or ``path.N`` for the first N that names nothing (nothing already there is ever replaced)."""
+    n = 0
+    candidate = path
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate
+
+
 def warn_failed(g: Guard) -> None:
     for path, why in g.failed:
         log.warning("could not check or put back %s (%s): look at it before running anything there", path, why)
@@ -177,7 +186,7 @@ class Guard:
                     raise OSError(errno.EXDEV, "its directory is no longer the one it was")
                 now = os.lstat(path) if os.path.lexists(path) else None
                 if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                    aside = f"{path}.boundary-rejected-{self.run_id}"
+                    aside = free_name(f"{path}.boundary-rejected-{self.run_id}")
                     if now is not None:
                         os.rename(path, aside)
                     os.rename(os.readlink(f"/proc/self/fd/{fd}"), path)  # where the jail moved it
@@ -187,10 +196,8 @@ class Guard:
             os.close(fd)
         self.pins = []
         for s in self.snapshots:
-            aside = f"{s.path}.boundary-rejected-{self.run_id}"
+            aside = free_name(f"{s.path}.boundary-rejected-{self.run_id}")
             try:
-                if os.path.lexists(aside):
-                    shutil.rmtree(aside) if os.path.isdir(aside) and not os.path.islink(aside) else os.unlink(aside)
                 if s.restore(aside):
                     out.append((s.path, aside))
             except OSError as e:

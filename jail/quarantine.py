@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import protect
+from .guard import free_name
 from .kernel.mounts import under
 
 RUNS_PROGRAMS = frozenset((
@@ -70,12 +71,15 @@ class Quarantine:
     done: list[str] = field(default_factory=list)
 
     def aside(self, path: str) -> str:
-        target = f"{path}.boundary-rejected-{self.run_id}"
+        target = free_name(f"{path}.boundary-rejected-{self.run_id}")
         os.rename(path, target)
         return target
 
-    def repository(self, repo: str, known: Iterable[str]) -> None:
+    def repository(self, repo: str, known: Iterable[str], roots: Iterable[str]) -> None:
+        """``roots``: where the jail could write; nothing outside them is touched (a commondir of the jail's
+        pointing at one of the user's repositories elsewhere is moved aside, that repository left alone)."""
         known = list(known)
+        roots = [os.path.realpath(r) for r in roots]
         dot = os.path.join(repo, ".git")
         if os.path.islink(dot) or os.path.isfile(dot):
             target = protect.git_dirs(repo)
@@ -83,7 +87,8 @@ class Quarantine:
                 self.done.append(f"{dot} (points at {target[0] if target else '?'}) moved to {self.aside(dot)}")
             return
         for gitdir in protect.git_dirs(repo):
-            if any(under(os.path.realpath(gitdir), k) for k in known):
+            real = os.path.realpath(gitdir)
+            if any(under(real, k) for k in known) or not any(under(real, r) for r in roots):
                 continue
             self.git_dir(gitdir)
 
@@ -120,8 +125,9 @@ def new_repositories(roots: Iterable[str], known: Iterable[str], run_id: str) ->
     ``known`` (those there at the start). Returns what was done, one line each."""
     q = Quarantine(run_id)
     known = [os.path.realpath(k) for k in known]
+    roots = list(roots)
     for root in roots:
         for repo in protect.repositories(root):
             with contextlib.suppress(OSError):
-                q.repository(repo, known)
+                q.repository(repo, known, roots)
     return q.done

@@ -480,3 +480,40 @@ def test_repositories_the_jail_makes_run_nothing_outside(
     assert "a repository the jail made" in r.stderr
     if mode == "nsjail":
         assert "bare config: refused" in r.stdout
+
+
+POINT_OUT = r"""
+import os, subprocess, sys
+ws, outside = sys.argv[1], sys.argv[2]
+new = os.path.join(ws, "new")
+subprocess.run(["git", "init", "-q", new], check=True)
+with open(os.path.join(new, ".git", "commondir"), "w") as f:
+    f.write(outside + "\n")  # boundary's clean-up must not follow this into the user's other repository
+with open(os.path.join(ws, ".git", "config.boundary-rejected-x"), "w") as f:
+    f.write("")
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exit_clean_up_touches_nothing_outside(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str
+) -> None:
+    _home, ws, env = setting
+    outside = tmp_path / "elsewhere"
+    assert git(outside.parent, "init", "-q", str(outside), env=env).returncode == 0
+    assert git(outside, "config", "core.pager", "less", env=env).returncode == 0
+    hook = outside / ".git" / "hooks" / "post-commit"
+    hook.write_text("#!/bin/sh\ntrue\n")
+    hook.chmod(0o755)
+    before = (outside / ".git" / "config").read_text()
+    probe = ws / "point.py"
+    probe.write_text(POINT_OUT)
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
+         sys.executable, str(probe), str(ws), str(outside / ".git")],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (outside / ".git" / "config").read_text() == before
+    assert hook.exists()
+    assert not (ws / "new" / ".git" / "commondir").exists()  # the jail's pointer moved aside
