@@ -84,11 +84,14 @@ def git_dirs(root: str) -> list[str]:
     if gitdir is None:
         return []
     out = [gitdir]
-    common = _common_dir(gitdir)
+    common = common_dir(gitdir)
     if common:
         out.append(common)
     for base in list(out):
         out += _modules(os.path.join(base, "modules"))
+    for base in list(out):  # linked worktrees' own git directories
+        with contextlib.suppress(OSError):
+            out += [os.path.join(base, "worktrees", n) for n in os.listdir(os.path.join(base, "worktrees"))]
     return list(dict.fromkeys(os.path.realpath(d) for d in out))
 
 
@@ -104,7 +107,15 @@ def _pointed(dotgit: str) -> str | None:
     return os.path.normpath(os.path.join(os.path.dirname(dotgit), target))
 
 
-def _common_dir(gitdir: str) -> str | None:
+def nested_git_dirs(gitdir: str) -> list[str]:
+    """Submodule and linked-worktree git directories inside ``gitdir`` (as they are now)."""
+    out = _modules(os.path.join(gitdir, "modules"))
+    with contextlib.suppress(OSError):
+        out += [os.path.join(gitdir, "worktrees", n) for n in os.listdir(os.path.join(gitdir, "worktrees"))]
+    return out
+
+
+def common_dir(gitdir: str) -> str | None:
     try:
         with open(os.path.join(gitdir, "commondir"), encoding="utf-8", errors="replace") as f:
             rel = f.read(4096).strip()

@@ -21,47 +21,95 @@ from . import protect
 from .guard import free_name
 from .kernel.mounts import under
 
-RUNS_PROGRAMS = frozenset((
-    ("core", "fsmonitor"), ("core", "hookspath"), ("core", "pager"), ("core", "editor"), ("core", "sshcommand"),
-    ("core", "askpass"), ("core", "gitproxy"), ("core", "worktree"), ("sequence", "editor"), ("diff", "external"),
-    ("diff", "textconv"), ("diff", "command"), ("merge", "driver"), ("gpg", "program"), ("interactive", "difffilter"),
-    ("uploadpack", "packobjectshook"), ("remote", "receivepack"), ("remote", "uploadpack"), ("remote", "vcs"),
-    ("extensions", "worktreeconfig"),
-))  # fmt: skip
-WHOLE_SECTIONS = frozenset(("include", "includeif", "credential", "filter", "pager", "sendemail"))
+ANY = frozenset(("*",))
+# what a repository the jail made may keep in its config: settings that run no program and read no other file
+# (an allowlist: git has too many ways to run one, e.g. gpg.ssh.defaultKeyCommand, difftool.*.cmd, ext:: URLs)
+SAFE: dict[str, frozenset[str]] = {
+    "core": frozenset((
+        "repositoryformatversion", "filemode", "bare", "logallrefupdates", "ignorecase", "precomposeunicode",
+        "symlinks", "autocrlf", "eol", "safecrlf", "quotepath", "compression", "loosecompression",
+        "bigfilethreshold", "sparsecheckout", "sparsecheckoutcone", "untrackedcache", "splitindex", "checkstat",
+        "trustctime", "abbrev", "whitespace", "preloadindex", "commentchar", "commentstring", "warnambiguousrefs",
+        "multipackindex", "commitgraph",
+    )),
+    "extensions": frozenset(("objectformat", "refstorage", "partialclone", "noop")),
+    "user": ANY, "author": ANY, "committer": ANY, "color": ANY, "advice": ANY,
+    "remote": frozenset(("url", "pushurl", "fetch", "push", "mirror", "tagopt", "prune", "prunetags",
+                         "skipdefaultupdate", "skipfetchall", "promisor", "partialclonefilter")),
+    "branch": frozenset(("remote", "merge", "rebase", "pushremote", "description")),
+    "submodule": frozenset(("url", "path", "active", "branch", "fetchrecursesubmodules", "ignore", "shallow")),
+    "init": frozenset(("defaultbranch",)),
+    "pull": frozenset(("rebase", "ff")),
+    "push": frozenset(("default", "autosetupremote", "followtags")),
+    "fetch": frozenset(("prune", "prunetags", "recursesubmodules", "writecommitgraph", "parallel")),
+    "merge": frozenset(("ff", "conflictstyle", "renames", "log")),
+    "rebase": frozenset(("autostash", "autosquash", "updaterefs")),
+    "status": frozenset(("showuntrackedfiles", "submodulesummary", "relativepaths", "short", "branch")),
+    "diff": frozenset(("renames", "algorithm", "colormoved", "mnemonicprefix", "noprefix", "submodule",
+                       "ignoresubmodules", "context", "indentheuristic", "relative", "wserrorhighlight")),
+    "log": frozenset(("date", "decorate", "follow", "abbrevcommit", "showroot")),
+    "gc": frozenset(("auto", "autopacklimit", "autodetach", "pruneexpire", "reflogexpire",
+                     "reflogexpireunreachable")),
+    "pack": frozenset(("threads", "windowmemory", "compression")),
+    "index": frozenset(("version", "threads", "skiphash", "sparse")),
+    "feature": frozenset(("manyfiles", "experimental")),
+    "commit": frozenset(("verbose", "status", "cleanup")),
+    "tag": frozenset(("sort",)),
+}  # fmt: skip
+BAD_VALUES = ("ext::", "fd::")  # transports that run a command or use a descriptor
 
 
 def dangerous(section: str, key: str, value: str) -> bool:
-    """Would git run a program (or read another file) because of this setting?"""
-    if section in WHOLE_SECTIONS:
+    """Could git run a program (or read another file) because of this setting? Anything not on SAFE could."""
+    if section == "alias":  # git subcommands are fine; "!..." runs a shell
+        return value.strip().strip('"').lstrip().startswith("!")
+    allowed = SAFE.get(section)
+    if allowed is None or (allowed is not ANY and key not in allowed):
         return True
-    if section == "alias":
-        return value.strip().strip('"').startswith("!")
-    return (section, key) in RUNS_PROGRAMS
+    v = value.strip().strip('"').lower()
+    return any(b in v for b in BAD_VALUES) or (key in ("url", "pushurl") and v.startswith("-"))
+
+
+def _section(header: str) -> tuple[str, bool]:
+    """The section name of a header's text, and whether its subsection names a command transport."""
+    name = header.split(None, 1)[0].split(".", 1)[0].strip('"').lower()
+    return name, any(b in header.lower() for b in BAD_VALUES)
 
 
 def sanitize(text: str) -> tuple[str, list[str]]:
-    """The config without dangerous settings, and the settings removed (as ``section.key``)."""
+    """The config without dangerous settings (all but SAFE), and the settings removed (as ``section.key``)."""
     out: list[str] = []
     removed: list[str] = []
-    section = ""
+    section, bad_header = "", False
+    dropping_continuation = keeping_continuation = False
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped.startswith("["):
-            head = stripped[1:].split("]", 1)[0].strip()
-            section = head.split(None, 1)[0].split(".", 1)[0].strip('"').lower()
-            # keys written on the header line itself ("[core] pager = x") are rare; keep the header alone
-            out.append(line if "]" not in stripped or not stripped.split("]", 1)[1].strip() else f"[{head}]")
+        if dropping_continuation:  # the rest of a removed value that ended in a backslash
+            dropping_continuation = stripped.endswith("\\")
             continue
+        if keeping_continuation:  # the rest of a kept one
+            keeping_continuation = stripped.endswith("\\")
+            out.append(line)
+            continue
+        if stripped.startswith("["):
+            head, _, rest = stripped[1:].partition("]")
+            section, bad_header = _section(head.strip())
+            out.append(f"[{head.strip()}]")
+            stripped = rest.strip()  # a key may follow on the header line itself
+            if not stripped:
+                continue
         if not stripped or stripped.startswith(("#", ";")):
             out.append(line)
             continue
         key, _, value = stripped.partition("=")
         key = key.strip().lower()
-        if dangerous(section, key, value):
+        continues = stripped.endswith("\\")
+        if bad_header or dangerous(section, key, value):
             removed.append(f"{section}.{key}")
+            dropping_continuation = continues
             continue
-        out.append(line)
+        keeping_continuation = continues
+        out.append("\t" + stripped)
     return "\n".join(out) + ("\n" if out else ""), removed
 
 
@@ -75,24 +123,23 @@ class Quarantine:
         os.rename(path, target)
         return target
 
-    def repository(self, repo: str, known: Iterable[str], roots: Iterable[str]) -> None:
-        """``roots``: where the jail could write; nothing outside them is touched (a commondir of the jail's
-        pointing at one of the user's repositories elsewhere is moved aside, that repository left alone)."""
-        known = list(known)
-        roots = [os.path.realpath(r) for r in roots]
+    def repository(self, repo: str, known: set[str], roots: list[str]) -> None:
+        """``known``: the git directories there at the start (real paths); ``roots``: where the jail could write
+        (real paths). Nothing outside ``roots`` is touched: a pointer of the jail's at anything there (a .git
+        link or file, a commondir) is moved aside, what it points at left alone."""
         dot = os.path.join(repo, ".git")
-        if os.path.islink(dot) or os.path.isfile(dot):
-            target = protect.git_dirs(repo)
-            if not target or not any(under(os.path.realpath(target[0]), k) for k in known):
-                self.done.append(f"{dot} (points at {target[0] if target else '?'}) moved to {self.aside(dot)}")
+        gitdirs = protect.git_dirs(repo)
+        if os.path.islink(dot) or (
+            os.path.isfile(dot) and (not gitdirs or not os.path.isdir(gitdirs[0]) or not _inside(gitdirs[0], roots))
+        ):
+            self.done.append(f"{dot} (points at {gitdirs[0] if gitdirs else '?'}) moved to {self.aside(dot)}")
             return
-        for gitdir in protect.git_dirs(repo):
+        for gitdir in gitdirs:
             real = os.path.realpath(gitdir)
-            if any(under(real, k) for k in known) or not any(under(real, r) for r in roots):
-                continue
-            self.git_dir(gitdir)
+            if real not in known and _inside(real, roots):
+                self.git_dir(gitdir, known)
 
-    def git_dir(self, gitdir: str) -> None:
+    def git_dir(self, gitdir: str, known: set[str]) -> None:
         config = os.path.join(gitdir, "config")
         with contextlib.suppress(OSError):
             if not os.path.islink(config):
@@ -107,8 +154,11 @@ class Quarantine:
                     self.done.append(f"{config}: removed {', '.join(removed)} (the original is {kept})")
             else:
                 self.done.append(f"{config} (a symlink) moved to {self.aside(config)}")
+        common = protect.common_dir(gitdir)  # a new worktree's own points at its known repository: kept
         for name in ("commondir", "config.worktree"):
             path = os.path.join(gitdir, name)
+            if name == "commondir" and common is not None and os.path.realpath(common) in known:
+                continue
             if os.path.lexists(path):
                 with contextlib.suppress(OSError):
                     self.done.append(f"{path} moved to {self.aside(path)}")
@@ -121,13 +171,28 @@ class Quarantine:
 
 
 def new_repositories(roots: Iterable[str], known: Iterable[str], run_id: str) -> list[str]:
-    """Take out what git would run from repositories in ``roots`` whose git directories are not under one of
-    ``known`` (those there at the start). Returns what was done, one line each."""
+    """Take out what git would run from git directories in ``roots`` that are not among ``known`` (those there
+    at the start): new repositories, and new submodules and worktrees of the old ones. Returns what was done,
+    one line each."""
     q = Quarantine(run_id)
-    known = [os.path.realpath(k) for k in known]
-    roots = list(roots)
-    for root in roots:
-        for repo in protect.repositories(root):
-            with contextlib.suppress(OSError):
-                q.repository(repo, known, roots)
+    known_set = {os.path.realpath(k) for k in known}
+    real_roots = [os.path.realpath(r) for r in roots]
+    repos = [repo for root in roots for repo in protect.repositories(root)]
+    # and the worktrees and submodules of the repositories that were there, wherever their working trees are
+    seen: set[str] = set()
+    for repo in repos:
+        with contextlib.suppress(OSError):
+            q.repository(repo, known_set, real_roots)
+            seen.update(os.path.realpath(g) for g in protect.git_dirs(repo))
+    for gitdir in sorted(known_set):
+        for sub in protect.nested_git_dirs(gitdir):
+            real = os.path.realpath(sub)
+            if real not in known_set and real not in seen and _inside(real, real_roots):
+                with contextlib.suppress(OSError):
+                    q.git_dir(sub, known_set)
     return q.done
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(under(real, r) for r in roots)

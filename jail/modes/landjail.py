@@ -117,6 +117,20 @@ class LandJail:
             bind_ports=[] if self.config.no_bind else None,
         )
 
+    def _put_back(self) -> None:
+        """What the jail changed among the protected paths, restored; repositories it made, quarantined. Runs in
+        close(), or in the keeper when boundary itself was killed."""
+        if self._guard is None:
+            return
+        for path, aside in self._guard.restore():
+            log.warning("the jail changed %s, which unconfined programs act on: restored; its version is in %s",
+                        path, aside)  # fmt: skip
+        guard.warn_failed(self._guard)
+        self._guard = None
+        roots = (self.fs.workspace, *self.fs.extra_rw)
+        for line in quarantine.new_repositories(roots, self.fs.known_gitdirs, self.config.run_id):
+            log.warning("a repository the jail made: %s", line)
+
     def _grants(self, roots: Sequence[str]) -> list[str]:
         out: list[str] = []
         for root in roots:
@@ -152,7 +166,7 @@ class LandJail:
                 mine.close()
                 leftovers = [*self._tmpdir, *([self.tools.directory] if self.tools else [])]
                 _keeper(me, theirs, self.command, env, policy, lambda: limits.limit_processes(pids, already=already),
-                        leftovers)  # fmt: skip
+                        leftovers, self._put_back)  # fmt: skip
             finally:
                 os._exit(EXIT_BOUNDARY)
         theirs.close()
@@ -201,15 +215,7 @@ class LandJail:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
-        if self._guard is not None:
-            for path, aside in self._guard.restore():
-                log.warning("the jail changed %s, which unconfined programs act on: restored; its version is in %s",
-                            path, aside)  # fmt: skip
-            guard.warn_failed(self._guard)
-            self._guard = None
-            roots = (self.fs.workspace, *self.fs.extra_rw)
-            for line in quarantine.new_repositories(roots, self.fs.known_gitdirs, self.config.run_id):
-                log.warning("a repository the jail made: %s", line)
+        self._put_back()
         for d in self._tmpdir:
             shutil.rmtree(d, ignore_errors=True)
         self._tmpdir = []
@@ -238,6 +244,7 @@ def _keeper(
     policy: landlock.Policy,
     set_limits: Callable[[], None],
     leftovers: Sequence[str] = (),
+    put_back: Callable[[], None] = lambda: None,
 ) -> NoReturn:
     """K: the command's parent and the subreaper of everything it starts; see LandJail.spawn. ``leftovers``
     (the command's TMPDIR, the run's tool config files) are removed once everything is dead, so that they go
@@ -252,12 +259,15 @@ def _keeper(
         os._exit(EXIT_BOUNDARY)
     init.run(
         command, lambda: _child(chan, group, command, env, policy, set_limits), env, after_fork=chan.close,
-        parent_death=KEEPER_DEATH_SIGNAL, at_exit=lambda: _last_rites(leftovers),
+        parent_death=KEEPER_DEATH_SIGNAL, at_exit=lambda: _last_rites(leftovers, boundary, put_back),
     )  # fmt: skip
 
 
-def _last_rites(leftovers: Sequence[str]) -> None:
+def _last_rites(leftovers: Sequence[str], boundary: int, put_back: Callable[[], None]) -> None:
     init.kill_descendants()
+    if os.getppid() != boundary:  # boundary is gone (killed): what it would have done at the end, done here
+        with contextlib.suppress(Exception):
+            put_back()
     for d in leftovers:  # rmtree never follows the symlinks the jail may have left in them
         shutil.rmtree(d, ignore_errors=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import boundary_env, boundary_run
+from tests.support import boundary_env, boundary_run, wait_for
 
 MODES = ["nsjail", "landjail"]
 
@@ -517,3 +518,77 @@ def test_exit_clean_up_touches_nothing_outside(
     assert (outside / ".git" / "config").read_text() == before
     assert hook.exists()
     assert not (ws / "new" / ".git" / "commondir").exists()  # the jail's pointer moved aside
+
+
+SUBMODULE = r"""
+import os, subprocess, sys
+marker, ws = sys.argv[1], sys.argv[2]
+def git(*a):
+    subprocess.run(["git", *a], check=True, capture_output=True)
+# a new submodule's git directory inside the user's repository, and a new worktree of it
+os.makedirs(os.path.join(ws, ".git", "modules"), exist_ok=True)
+git("clone", "-q", "--separate-git-dir=" + os.path.join(ws, ".git", "modules", "sub"), ws, os.path.join(ws, "sub"))
+with open(os.path.join(ws, ".git", "modules", "sub", "config"), "a") as f:
+    f.write("[core]\n\tfsmonitor = \"touch %s; false\"\n" % marker)
+git("-C", ws, "worktree", "add", "-q", os.path.join(ws, "wt"))
+with open(os.path.join(ws, ".git", "worktrees", "wt", "config.worktree"), "w") as f:
+    f.write("[core]\n\tfsmonitor = \"touch %s; false\"\n" % marker)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_new_submodules_and_worktrees_of_a_users_repository(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str
+) -> None:
+    _home, ws, env = setting
+    marker = tmp_path / "planted-code-ran"
+    probe = tmp_path / "sub.py" if mode == "landjail" else ws / "sub.py"
+    probe.write_text(SUBMODULE)
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
+         sys.executable, str(probe), str(marker), str(ws)],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for d in (ws / "sub", ws / "wt"):
+        (d / "dirty").write_text("x\n")
+        git(d, "status", env=env)
+    assert "fsmonitor" not in (ws / ".git" / "modules" / "sub" / "config").read_text()
+    assert not marker.exists(), r.stderr
+
+
+KEEP_WRITING = r"""
+import os, sys, time
+ws, ready = sys.argv[1], sys.argv[2]
+with open(os.path.join(ws, ".git", "config"), "a") as f:
+    f.write("[core]\n\tfsmonitor = \"touch %s; false\"\n" % sys.argv[3])
+open(ready, "w").close()
+time.sleep(600)
+"""
+
+
+def test_landjail_puts_things_back_even_when_boundary_is_killed(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]]
+) -> None:
+    _home, ws, env = setting
+    marker = tmp_path / "planted-code-ran"
+    ready = ws / "ready"
+    probe = ws / "keep.py"
+    probe.write_text(KEEP_WRITING)
+    with (tmp_path / "err").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jail", "run", "--jail-type", "landjail", "--workspace", str(ws), "--",
+             sys.executable, str(probe), str(ws), str(ready), str(marker)],
+            cwd=ws, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None)
+        assert ready.exists(), (tmp_path / "err").read_text()
+        os.kill(-proc.pid, signal.SIGKILL)  # boundary and the command; the keeper is left to do the rest
+        proc.wait(60)
+        wait_for(lambda: "fsmonitor" not in (ws / ".git" / "config").read_text(), timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    git(ws, "status", env=env)
+    assert not marker.exists()

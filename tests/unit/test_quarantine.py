@@ -20,6 +20,24 @@ CASES = [
     ('[remote "origin"]\n\turl = https://x.test/r\n\tuploadpack = evil\n', ["remote.uploadpack"], "url = "),
     ("[extensions]\n\tworktreeConfig = true\n", ["extensions.worktreeconfig"], ""),
     ("[core]\n\trepositoryformatversion = 0\n", [], "repositoryformatversion = 0"),
+    # found by review: a key on the header line, ext:: transports, gpg/difftool/trailer commands
+    ("[core]fsmonitor = touch x\n", ["core.fsmonitor"], "[core]"),
+    (
+        '[protocol "ext"]\n\tallow = always\n[remote "o"]\n\turl = ext::sh -c id\n',
+        ["protocol.allow", "remote.url"],
+        "[remote",
+    ),
+    ('[url "ext::sh -c id "]\n\tinsteadOf = zz://\n', ["url.insteadof"], ""),
+    (
+        '[gpg]\n\tformat = ssh\n[gpg "ssh"]\n\tdefaultKeyCommand = id\n[commit]\n\tgpgsign = true\n',
+        ["gpg.format", "gpg.defaultkeycommand", "commit.gpgsign"],
+        "[commit]",
+    ),
+    ('[difftool "x"]\n\tcmd = id\n[trailer "t"]\n\tcommand = id\n', ["difftool.cmd", "trailer.command"], ""),
+    ("[core]\n\talternateRefsCommand = id\n", ["core.alternaterefscommand"], "[core]"),
+    ('[submodule "s"]\n\tupdate = !id\n\tpath = s\n', ["submodule.update"], "path = s"),
+    ("[core]\n\tfsmonitor = a \\\n b\n\tbare = false\n", ["core.fsmonitor"], "bare = false"),
+    ("[user]\n\tname = a \\\nb\n", [], "b"),
 ]
 
 
