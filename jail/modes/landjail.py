@@ -259,15 +259,16 @@ def _keeper(
         os._exit(EXIT_BOUNDARY)
     init.run(
         command, lambda: _child(chan, group, command, env, policy, set_limits), env, after_fork=chan.close,
-        parent_death=KEEPER_DEATH_SIGNAL, at_exit=lambda: _last_rites(leftovers, boundary, put_back),
+        parent_death=KEEPER_DEATH_SIGNAL, at_exit=lambda: _last_rites(leftovers, put_back),
     )  # fmt: skip
 
 
-def _last_rites(leftovers: Sequence[str], boundary: int, put_back: Callable[[], None]) -> None:
+def _last_rites(leftovers: Sequence[str], put_back: Callable[[], None]) -> None:
+    """Once the command's whole tree is dead: restore and quarantine here (boundary does the same after us, which
+    finds nothing left to do, unless it was killed: then this was the only chance), remove the leftovers."""
     init.kill_descendants()
-    if os.getppid() != boundary:  # boundary is gone (killed): what it would have done at the end, done here
-        with contextlib.suppress(Exception):
-            put_back()
+    with contextlib.suppress(Exception):
+        put_back()
     for d in leftovers:  # rmtree never follows the symlinks the jail may have left in them
         shutil.rmtree(d, ignore_errors=True)
 
