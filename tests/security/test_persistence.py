@@ -73,6 +73,14 @@ def git(ws: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProces
                           check=False)  # fmt: skip
 
 
+def run_in(ws: Path, env: dict[str, str], mode: str, *command: str) -> subprocess.CompletedProcess[str]:
+    """`boundary run` with ``ws`` as the workspace and working directory (and no other writable path)."""
+    return subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--", *command],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def setting(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     """A home (the jail's $HOME, also the outside user's for the consumers) and a workspace with a repository."""
@@ -109,11 +117,7 @@ def test_nothing_planted_runs_outside(tmp_path: Path, setting: tuple[Path, Path,
     probe.write_text(PLANT)
     # the workspace is where the command starts; the test root stays visible (boundary_run adds --rw for it,
     # which would make everything writable: ask for the workspace alone)
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
-         sys.executable, str(probe), str(marker), str(ws)],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws))
     assert r.returncode == 0, r.stderr
     planted = json.loads(r.stdout)
     # the unconfined consumers, outside, after the run
@@ -205,10 +209,7 @@ def test_git_work_goes_on_inside(tmp_path: Path, setting: tuple[Path, Path, dict
     script = ("set -e; git checkout -q -b feature; echo more > g.txt; git add g.txt; git commit -qm inside; "
               "git checkout -q main; git merge -q --no-edit feature; git branch -q topic; git log --oneline | wc -l; "
               "git init -q sub && cd sub && git commit -q --allow-empty -m x && echo sub-ok")  # fmt: skip
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--", "sh", "-c", script],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, "sh", "-c", script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["2", "sub-ok"], r.stdout  # the merge was a fast-forward
     assert git(ws, "log", "--oneline", env=env).stdout.count("\n") == 2
@@ -258,11 +259,7 @@ def test_repositories_below_the_workspace_and_commondir(
     marker = tmp_path / "planted-code-ran"
     probe = ws / "nested.py"
     probe.write_text(NESTED)
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
-         sys.executable, str(probe), str(marker), str(ws)],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws))
     assert r.returncode == 0, r.stderr
     planted = json.loads(r.stdout)
     for repo in (ws, proj):
@@ -411,11 +408,7 @@ def test_a_repositorys_parents_cannot_be_swapped(
     marker = tmp_path / "planted-code-ran"
     probe = ws / "swap.py"
     probe.write_text(SWAP)
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
-         sys.executable, str(probe), str(marker), str(ws), str(victim)],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws), str(victim))
     assert r.returncode == 0, r.stderr
     planted = json.loads(r.stdout)
     assert sorted(p.name for p in (victim / "proj").iterdir()) == [], "boundary wrote through the symlink"
@@ -465,11 +458,7 @@ def test_repositories_the_jail_makes_run_nothing_outside(
     marker = tmp_path / "planted-code-ran"
     probe = ws / "made.py"
     probe.write_text(MADE)
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
-         sys.executable, str(probe), str(marker), str(ws)],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws))
     assert r.returncode == 0, r.stderr
     evil = ws / "evil"
     (evil / "f").write_text("x\n")
@@ -509,11 +498,7 @@ def test_exit_clean_up_touches_nothing_outside(
     before = (outside / ".git" / "config").read_text()
     probe = ws / "point.py"
     probe.write_text(POINT_OUT)
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
-         sys.executable, str(probe), str(ws), str(outside / ".git")],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(ws), str(outside / ".git"))
     assert r.returncode == 0, r.stderr
     assert (outside / ".git" / "config").read_text() == before
     assert hook.exists()
@@ -544,11 +529,7 @@ def test_new_submodules_and_worktrees_of_a_users_repository(
     marker = tmp_path / "planted-code-ran"
     probe = tmp_path / "sub.py" if mode == "landjail" else ws / "sub.py"
     probe.write_text(SUBMODULE)
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(ws), "--",
-         sys.executable, str(probe), str(marker), str(ws)],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws))
     assert r.returncode == 0, r.stderr
     for d in (ws / "sub", ws / "wt"):
         (d / "dirty").write_text("x\n")
