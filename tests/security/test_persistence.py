@@ -323,11 +323,7 @@ def _workspace_is_home(tmp_path: Path, home: Path, mode: str) -> None:
     probe = home / "project" / "plant.py"
     probe.write_text(HOME_PLANT)
     env = {**boundary_env(tmp_path), "HOME": str(home)}
-    r = subprocess.run(
-        [sys.executable, "-m", "jail", "run", "--jail-type", mode, "--workspace", str(home), "--",
-         sys.executable, str(probe), str(marker)],
-        cwd=home, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = run_in(home, env, mode, sys.executable, str(probe), str(marker))
     assert r.returncode == 0, r.stderr
     planted = json.loads(r.stdout)
     assert planted["project file"] == "ok", planted
