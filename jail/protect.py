@@ -192,10 +192,42 @@ def _repositories(root: str) -> list[str]:
     return out
 
 
-def git_protected(gitdirs: Iterable[str]) -> list[str]:
+def config_refs(config: str, worktree: str, depth: int = 0) -> list[str]:
+    """Files and directories a git config makes git read or run: core.hooksPath (relative to the working tree)
+    and include.path / includeIf.*.path (relative to the config file), followed through includes."""
+    out: list[str] = []
+    try:
+        with open(config, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return out
+    section = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            head, _, stripped = stripped[1:].partition("]")
+            section = head.strip().split(None, 1)[0].split(".", 1)[0].strip('"').lower()
+            stripped = stripped.strip()
+        key, _, value = stripped.partition("=")
+        key, value = key.strip().lower(), os.path.expanduser(value.strip().strip('"'))
+        if not value:
+            continue
+        if section == "core" and key == "hookspath":
+            out.append(os.path.normpath(os.path.join(worktree, value)))
+        elif section in ("include", "includeif") and key == "path":
+            path = os.path.normpath(os.path.join(os.path.dirname(config), value))
+            out.append(path)
+            if depth < 3:
+                out += config_refs(path, worktree, depth + 1)
+    return out
+
+
+def git_protected(gitdirs: Iterable[str], worktree: str | None = None) -> list[str]:
     out: list[str] = []
     for gitdir in gitdirs:
         out += [os.path.join(gitdir, n) for n in GIT_PROTECTED]
+        for name in ("config", "config.worktree"):
+            out += config_refs(os.path.join(gitdir, name), worktree or gitdir)
         wts = os.path.join(gitdir, "worktrees")
         with contextlib.suppress(OSError):
             for name in os.listdir(wts):
@@ -234,7 +266,7 @@ def candidates(workspaces: Sequence[str], homes: Iterable[str], path_env: str, e
             dot = os.path.join(repo, ".git")
             if os.path.lexists(dot) and not (os.path.isdir(dot) and not os.path.islink(dot)):
                 out.append(dot)  # a .git file (or link) must not be pointed at a repository the jail made
-            out += git_protected(git_dirs(repo))
+            out += git_protected(git_dirs(repo), repo)
     for home in homes:
         out += [os.path.join(home, n) for n in HOME_PROTECTED]
     project = os.path.realpath(next(iter(workspaces), "/nonexistent"))

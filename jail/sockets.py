@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -58,6 +59,7 @@ class Rules:
     own_netns: bool  # nsjail: the diag socket lists only the jail's sockets; abstract names are its own
     inet: Callable[[bytes], bool]  # may an AF_INET/AF_INET6 socket connect to this raw sockaddr?
     allow_unix: tuple[str, ...] = ()  # host paths of sockets the user opened with --allow-unix
+    pid_ns: int = 0  # nsjail: the jail's pid namespace (inode): kill() of a process group reaches only its members
 
 
 PROXY_ADDRESSES = ("127.0.0.1", "::1")  # where landjail's proxy listens (not all of 127/8: other servers)
@@ -172,6 +174,8 @@ class Supervisor:
 
     def _decide(self, n: unotify.Notification) -> _Answer | None:
         nr = unotify.arch().nr
+        if n.nr == nr["kill"]:
+            return self._kill_group(n)
         names: list[tuple[int, int]] = []
         if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
             names = self._msg_names(n)
@@ -252,6 +256,35 @@ class Supervisor:
                 out.append((name, namelen))
         return out
 
+    # -- kill() of a process group (nsjail) ----------------------------------
+    def _kill_group(self, n: unotify.Notification) -> _Answer | None:
+        """kill(0, sig) or kill(-pgid, sig), done here for the group's members inside the jail only: the command
+        shares boundary's process group (the terminal's), and a group signal would reach boundary itself."""
+        pid = ctypes.c_int32(n.args[0] & 0xFFFFFFFF).value
+        sig = n.args[1] & 0xFFFFFFFF
+        if not unotify.still_waiting(self.listener, n.id):
+            return None
+        if pid == 0:
+            group = _stat_pgrp(n.pid)
+            members = [p for p in self._jail_pids() if _stat_pgrp(p) == group]
+        else:
+            members = [p for p in self._jail_pids() if _ns_pgid(p) == -pid]
+        if not members:
+            return _Answer(error=errno.ESRCH)
+        for p in members:
+            with contextlib.suppress(OSError):
+                os.kill(p, sig)
+        return _Answer(val=0)
+
+    def _jail_pids(self) -> list[int]:
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.stat(f"/proc/{entry}/ns/pid").st_ino == self.rules.pid_ns:
+                        out.append(int(entry))
+        return out
+
     # -- the decision ------------------------------------------------------
     def _checked(self, n: unotify.Notification, sock: socket.socket, raw: bytes, verb: str) -> tuple[bytes, int]:
         """The address to use in place of ``raw`` and an fd to close once it has been used (-1: none);
@@ -325,19 +358,35 @@ class Supervisor:
             os.close(root)
 
 
+def _stat_pgrp(pid: int) -> int:
+    """The process group of ``pid`` as the host numbers it (/proc/PID/stat, field 5)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2 :].split()[2])
+
+
+def _ns_pgid(pid: int) -> int:
+    """The process group of ``pid`` as its own (innermost) pid namespace numbers it."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("NSpgid:"):
+                return int(line.split()[-1])
+    return -1
+
+
 def _close(fd: int) -> None:
     if fd >= 0:
         os.close(fd)
 
 
 # -- handing the listener over ---------------------------------------------------------------
-def hand_over_listener(chan: socket.socket, *, bind: bool) -> None:
+def hand_over_listener(chan: socket.socket, *, bind: bool, groups: bool = False) -> None:
     """In the jail, last step before the command's own: load the notification filter and let the
     supervisor take its listener from this process (pidfd_getfd; this process must be dumpable
     until the answer). ``chan``: a SOCK_SEQPACKET socket to the supervisor; plain send/recv only
     (sendmsg is notified from here on). Where the kernel lacks user notification, says why."""
     try:
-        fd = unotify.install(bind=bind)
+        fd = unotify.install(bind=bind, groups=groups)
     except OSError as e:
         chan.send(json.dumps({"notify": None, "why": e.strerror or str(e), "pid": os.getpid()}).encode())
         return
@@ -392,6 +441,8 @@ def start_supervisor(
         if diag is not None:
             diag.close()
         return None
+    if rules.pid_ns == -1:  # nsjail: the pid namespace of the (still dumpable) process handing the listener over
+        rules = dataclasses.replace(rules, pid_ns=os.stat(f"/proc/{pid}/ns/pid").st_ino)
     sup = Supervisor(take_listener(pid, fd), diag, rules, denials)
     sup.start()
     return sup

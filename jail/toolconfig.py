@@ -35,7 +35,7 @@ LOOPBACK = "localhost,127.0.0.1,::1"
 JAIL_KEYS = (
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy",
     "NPM_CONFIG_PROXY", "NPM_CONFIG_HTTPS_PROXY", "NPM_CONFIG_NOPROXY", "NODE_USE_ENV_PROXY", "PIP_PROXY",
-    "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY", "GRPC_PROXY",
+    "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY", "GRPC_PROXY", "TMPDIR", "TMP", "TEMP",
 )  # fmt: skip
 
 
@@ -86,6 +86,8 @@ def _java(out: dict[str, str], proxy_url: str) -> None:
         " ".join(f"-D{scheme}.proxyHost={host} -D{scheme}.proxyPort={port}" for scheme in ("http", "https"))
         + " -Dhttp.nonProxyHosts=localhost|127.0.0.1"
     )
+    if out.get("TMPDIR"):  # the JVM ignores TMPDIR
+        props += f" -Djava.io.tmpdir={out['TMPDIR']}"
     out["JAVA_TOOL_OPTIONS"] = (out.get("JAVA_TOOL_OPTIONS", "") + " " + props).strip()
 
 

@@ -27,6 +27,10 @@ PRIO_PROCESS = 0
 IOPRIO_WHO_PROCESS = 1
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
+FIOSETOWN = 0x8901
+SIOCSPGRP = 0x8902
+F_SETOWN = 8
+F_SETOWN_EX = 15
 FORBIDDEN_CALLS = (
     "io_uring_setup", "io_uring_enter", "io_uring_register", "add_key", "request_key", "keyctl", "bpf",
     "perf_event_open", "userfaultfd", "kexec_load", "kexec_file_load", "init_module", "finit_module",
@@ -50,8 +54,12 @@ def build(*, network: bool) -> sc.SyscallFilter:
 
 
 def _common(f: sc.SyscallFilter) -> None:
-    for req in (TIOCSTI, TIOCLINUX):
+    for req in (TIOCSTI, TIOCLINUX, FIOSETOWN, SIOCSPGRP):
         f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
+    # SIGIO to a process group (F_SETOWN with a negative id, F_SETOWN_EX) would reach boundary, which shares the
+    # command's process group (the terminal's); the command's own processes remain allowed
+    f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETOWN), sc.Arg(2, sc.MASKED_EQ, 1 << 31, 1 << 31))
+    f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETOWN_EX))
     for name in FORBIDDEN_CALLS:
         f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
     # no new namespaces or mounts: neither mode needs them inside, and they are kernel attack surface

@@ -42,7 +42,7 @@ RESOLVE_IN_ROOT = 0x10
 RESOLVE_NO_MAGICLINKS = 0x02
 
 # BPF opcodes and the offsets of struct seccomp_data
-LD_W_ABS, JEQ_K, RET_K = 0x20, 0x15, 0x06
+LD_W_ABS, JEQ_K, JSET_K, RET_K = 0x20, 0x15, 0x45, 0x06
 OFF_NR, OFF_ARCH, OFF_ARGS = 0, 4, 16
 
 
@@ -54,11 +54,11 @@ class Arch:
 
 ARCHES = {
     "x86_64": Arch(0xC000003E, {
-        "connect": 42, "sendto": 44, "sendmsg": 46, "bind": 49, "sendmmsg": 307, "seccomp": 317,
+        "connect": 42, "sendto": 44, "sendmsg": 46, "bind": 49, "kill": 62, "sendmmsg": 307, "seccomp": 317,
         "process_vm_readv": 310, "pidfd_open": 434, "openat2": 437, "pidfd_getfd": 438,
     }),
     "aarch64": Arch(0xC00000B7, {
-        "connect": 203, "sendto": 206, "sendmsg": 211, "bind": 200, "sendmmsg": 269, "seccomp": 277,
+        "connect": 203, "sendto": 206, "sendmsg": 211, "bind": 200, "kill": 129, "sendmmsg": 269, "seccomp": 277,
         "process_vm_readv": 270, "pidfd_open": 434, "openat2": 437, "pidfd_getfd": 438,
     }),
 }  # fmt: skip
@@ -77,30 +77,45 @@ def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def program(a: Arch, *, bind: bool) -> bytes:
-    """The filter as struct sock_filter[]: notify connect, sendmsg, sendmmsg, sendto with a
-    non-NULL address (and bind when ``bind``); allow everything else (the other filter decides
-    the rest, including calls of other ABIs)."""
-    calls = [a.nr[n] for n in NOTIFIED] + ([a.nr["bind"]] if bind else [])
-    # layout: 0 ld arch, 1 jeq arch, 2 ld nr, 3.. jeq each call, jeq sendto, ld lo, jeq 0, ld hi, jeq 0,
-    # then ALLOW, NOTIFY
-    n = len(calls)
-    allow = 3 + n + 5  # index of the ALLOW return
-    notify = allow + 1
-    out = [_ins(LD_W_ABS, OFF_ARCH), _ins(JEQ_K, a.audit, 0, allow - 2), _ins(LD_W_ABS, OFF_NR)]
-    for i, nr in enumerate(calls):
-        here = 3 + i
-        out.append(_ins(JEQ_K, nr, notify - here - 1, 0))
-    here = 3 + n
-    out.append(_ins(JEQ_K, a.nr["sendto"], 0, allow - here - 1))
-    arg4 = OFF_ARGS + 8 * 4
-    out.append(_ins(LD_W_ABS, arg4 + (0 if _little() else 4)))  # low 32 bits of dest_addr
-    out.append(_ins(JEQ_K, 0, 0, notify - (here + 2) - 1))
-    out.append(_ins(LD_W_ABS, arg4 + (4 if _little() else 0)))  # high 32 bits
-    out.append(_ins(JEQ_K, 0, allow - (here + 4) - 1, notify - (here + 4) - 1))
-    out.append(_ins(RET_K, RET_ALLOW))
-    out.append(_ins(RET_K, RET_USER_NOTIF))
+def program(a: Arch, *, bind: bool, groups: bool = False) -> bytes:
+    """The filter as struct sock_filter[]: notify connect, sendmsg, sendmmsg, sendto with a non-NULL
+    address (and bind when ``bind``; and, when ``groups``, kill aimed at a process group: pid 0 or < -1,
+    which reach every member of the group, boundary included when the command shares its group); allow
+    everything else (the other filter decides the rest, including calls of other ABIs)."""
+    lo4, hi4 = _arg(4)
+    lo0, _ = _arg(0)
+    code: list[tuple[int, int, str | None, str | None]] = [
+        (LD_W_ABS, OFF_ARCH, None, None), (JEQ_K, a.audit, None, "allow"), (LD_W_ABS, OFF_NR, None, None),
+    ]  # fmt: skip
+    for name in (*NOTIFIED, *(("bind",) if bind else ())):
+        code.append((JEQ_K, a.nr[name], "notify", None))
+    code.append((JEQ_K, a.nr["sendto"], "sendto", None))
+    if groups:
+        code.append((JEQ_K, a.nr["kill"], "kill", None))
+    code.append((RET_K, RET_ALLOW, None, None))  # none of those
+    labels = {"sendto": len(code)}
+    code += [(LD_W_ABS, lo4, None, None), (JEQ_K, 0, None, "notify"), (LD_W_ABS, hi4, None, None),
+             (JEQ_K, 0, "allow", "notify")]  # fmt: skip
+    if groups:
+        labels["kill"] = len(code)
+        code += [(LD_W_ABS, lo0, None, None), (JEQ_K, 0, "notify", None), (JEQ_K, 0xFFFFFFFF, "allow", None),
+                 (JSET_K, 0x80000000, "notify", "allow")]  # fmt: skip
+    labels["allow"] = len(code)  # BPF jumps only forward: the blocks above end here or at notify
+    code.append((RET_K, RET_ALLOW, None, None))
+    labels["notify"] = len(code)
+    code.append((RET_K, RET_USER_NOTIF, None, None))
+    out = []
+    for i, (op, k, jt, jf) in enumerate(code):
+        t = labels[jt] - i - 1 if jt else 0
+        f = labels[jf] - i - 1 if jf else 0
+        out.append(_ins(op, k, t, f))
     return b"".join(out)
+
+
+def _arg(n: int) -> tuple[int, int]:
+    """Offsets of the low and high 32 bits of syscall argument ``n`` in struct seccomp_data."""
+    base = OFF_ARGS + 8 * n
+    return (base, base + 4) if _little() else (base + 4, base)
 
 
 def _little() -> bool:
@@ -121,10 +136,10 @@ def _syscall(name: str, *args: object) -> int:
     return ret
 
 
-def install(*, bind: bool) -> int:
+def install(*, bind: bool, groups: bool = False) -> int:
     """Load the notification filter into the calling thread (no_new_privs must be set); return
     the listener fd. Raises OSError (ENOSYS/EINVAL where the kernel lacks user notification)."""
-    code = program(arch(), bind=bind)
+    code = program(arch(), bind=bind, groups=groups)
     buf = ctypes.create_string_buffer(code, len(code))
     prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
     flags = FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV

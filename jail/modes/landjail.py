@@ -81,17 +81,16 @@ class LandJail:
             raise BoundaryError("start the landjail mode", why, hint=HINT_LANDLOCK)
         listeners = Listeners.loopback(self.config.proxy_port)
         self._port = listeners.port
-        # the command's own TMPDIR (sockets and all); the shared /tmp takes no new sockets or symlinks
+        # the command's own TMPDIR (sockets and all); the host's /tmp is not writable
         self._tmpdir = [tempfile.mkdtemp(prefix=f"boundary-{self.config.run_id}-")]
         return listeners
 
     def child_env(self) -> dict[str, str]:
         proxy = f"http://127.0.0.1:{self._port}"
-        env = toolconfig.proxy_env(self.env, proxy)
+        tmp = self._tmpdir[0]
+        env = toolconfig.proxy_env({**self.env, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp}, proxy)
         if self.tools is not None:
             env, _ = self.tools.write(env, proxy=proxy)
-        for key in ("TMPDIR", "TMP", "TEMP"):
-            env[key] = self._tmpdir[0]
         shim = shim_path()
         if shim is None:
             log.warning("the connect shim is not built (no C compiler at install?): proxy-unaware programs will fail")
@@ -111,7 +110,10 @@ class LandJail:
         return landlock.Policy(
             read=read,
             write=write,
-            shared=self._grants(fs.private_tmp),  # the host's /tmp: no sockets or symlinks planted there
+            # the host's /dev/shm (POSIX shared memory, semaphores): no sockets or symlinks planted there; the host's
+            # /tmp is not writable at all (the user's own files and tools' caches live there): TMPDIR is the
+            # command's own; --rw /tmp opens it
+            shared=self._grants([p for p in fs.private_tmp if p != "/tmp"]),
             devices=list(DEVICES),
             connect_ports=[self._port],
             bind_ports=[] if self.config.no_bind else None,

@@ -569,3 +569,52 @@ def test_landjail_puts_things_back_even_when_boundary_is_killed(
             proc.kill()
     git(ws, "status", env=env)
     assert not marker.exists()
+
+
+HOOKSPATH = r"""
+import os, sys
+marker, ws = sys.argv[1], sys.argv[2]
+out = []
+def attempt(name, fn):
+    try:
+        fn(); out.append(name + " ok")
+    except OSError as e:
+        out.append("%s error %d" % (name, e.errno))
+def write(path, text, mode="w"):
+    with open(path, mode) as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+attempt("hook", lambda: write(os.path.join(ws, ".githooks", "pre-commit"), "#!/bin/sh\ntouch %s\n" % marker))
+attempt("new hook", lambda: write(os.path.join(ws, ".githooks", "post-commit"), "#!/bin/sh\ntouch %s\n" % marker))
+attempt("include", lambda: write(os.path.join(ws, ".gitconfig.project"),
+                                 "[core]\n\tfsmonitor = \"touch %s; false\"\n" % marker, "a"))
+print("\n".join(out))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hooks_and_includes_the_users_config_points_at(
+    tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str
+) -> None:
+    """core.hooksPath and include.path of the user's repository name files in the working tree (husky and the
+    like): they are git configuration too."""
+    _home, ws, env = setting
+    (ws / ".githooks").mkdir()
+    (ws / ".githooks" / "pre-commit").write_text("#!/bin/sh\ntrue\n")
+    (ws / ".githooks" / "pre-commit").chmod(0o755)
+    (ws / ".gitconfig.project").write_text("[user]\n\tname = t\n")
+    assert git(ws, "config", "core.hooksPath", ".githooks", env=env).returncode == 0
+    assert git(ws, "config", "include.path", "../.gitconfig.project", env=env).returncode == 0
+    marker = tmp_path / "planted-code-ran"
+    probe = ws / "hp.py"
+    probe.write_text(HOOKSPATH)
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws))
+    assert r.returncode == 0, r.stderr
+    (ws / "f.txt").write_text("changed\n")
+    git(ws, "status", env=env)
+    commit = git(ws, "commit", "-qam", "outside", env=env)
+    assert commit.returncode == 0, commit.stderr
+    assert not marker.exists(), (r.stdout, r.stderr)
+    if mode == "nsjail":
+        assert "hook ok" not in r.stdout
+        assert "include ok" not in r.stdout

@@ -72,3 +72,14 @@ def test_landjail_command_exit_leaves_nothing(tmp_path: Path) -> None:
     r = subprocess.run(cmd, env=boundary_env(tmp_path), stdin=subprocess.DEVNULL, timeout=120, check=False)
     assert r.returncode == 3
     assert processes_with(token) == []
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_the_command_cannot_signal_boundary(tmp_path: Path, mode: str) -> None:
+    """The command shares boundary's process group (the terminal's): kill(0, SIGKILL) must end the command's
+    group members only. boundary survives to report the status (137), rather than dying itself (-9)."""
+    script = "import os, signal, subprocess\nsubprocess.Popen(['sleep', '60'])\nos.kill(0, signal.SIGKILL)\n"
+    cmd = boundary_cmd(tmp_path, "--jail-type", mode, "--", sys.executable, "-c", script)
+    r = subprocess.run(cmd, env=boundary_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 137, (r.returncode, r.stderr)
