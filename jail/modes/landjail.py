@@ -74,6 +74,7 @@ class LandJail:
         self._tmpdir: list[str] = []
         self._guard: guard.Guard | None = None
         self._holes: list[str] = []
+        self._keeper_done = False
 
     def prepare(self) -> Listeners:
         ok, why = available()
@@ -217,7 +218,8 @@ class LandJail:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
-        self._put_back()
+        if not self._keeper_done:  # the keeper was killed (or never ran): its end-of-run work falls to us
+            self._put_back()
         for d in self._tmpdir:
             shutil.rmtree(d, ignore_errors=True)
         self._tmpdir = []
@@ -235,6 +237,7 @@ class LandJail:
         if self._status is None:
             _, status = os.waitpid(self._pid, 0)
             self._status = init.exit_status(status)
+            self._keeper_done = os.WIFEXITED(status)  # it exits itself only after its last rites
         return self._status
 
 
