@@ -132,6 +132,10 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     if not command:
         raise BoundaryError("run the command", "no command given", hint="boundary run [OPTIONS] -- COMMAND [ARGS...]")
     limits.raise_nofile()  # before any fork: the jail's processes inherit what restore_nofile() puts back
+    # boundary never reads the terminal; its writes must not stop it when the command takes the foreground and
+    # sets TOSTOP (the command gets the default dispositions back before exec)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
     warning = limits.memory_warning(config.memory)
     if warning:
         print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)
