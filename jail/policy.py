@@ -136,6 +136,11 @@ def _build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
     wanted_ro = [p for p in protect.candidates(roots, homes, env.get("PATH", ""), extra) if p not in rw]
     present = [h for h in hidden if os.path.lexists(h)]  # a missing secret hides nothing: protect its name
     protected = protect.inside(wanted_ro, writable, but_not=present)
+    holes = protect.home_holes(homes, roots)
+    # the directories above a protected path in the work tree (a hooksPath, an include) stay where they are
+    chains = [d for d in protect.parent_chains(protected, roots, but_not=(*holes, *present)) if d not in pinned]
+    pinned = (*pinned, *chains)
+    writable = _dedupe([*writable, *chains])
     in_tmp = protect.inside(wanted_ro, ("/tmp", "/dev/shm"), but_not=(*present, *protected))
     holders = protect.inside(protect.placeholders(roots), writable, but_not=hidden)
     return FsPolicy(
@@ -155,7 +160,7 @@ def _build(config: Config, env: Mapping[str, str], uid: int) -> FsPolicy:
         npm_prefix=prefix,
         pinned=pinned,
         protected_tmp=_dedupe(p for p in in_tmp if p not in protected),
-        home_holes=_dedupe(protect.home_holes(homes, (workspace, *rw))),
+        home_holes=_dedupe(holes),
         known_gitdirs=_dedupe(
             os.path.realpath(g) for r in roots for repo in protect.repositories(r) for g in protect.git_dirs(repo)
         ),

@@ -213,10 +213,11 @@ def config_refs(config: str, worktree: str, depth: int = 0) -> list[str]:
         if not value:
             continue
         if section == "core" and key == "hookspath":
-            out.append(os.path.normpath(os.path.join(worktree, value)))
+            hooks = os.path.normpath(os.path.join(worktree, value))
+            out += [hooks, os.path.realpath(hooks)]  # a symlinked one: the link and what it leads to
         elif section in ("include", "includeif") and key == "path":
             path = os.path.normpath(os.path.join(os.path.dirname(config), value))
-            out.append(path)
+            out += [path, os.path.realpath(path)]
             if depth < 3:
                 out += config_refs(path, worktree, depth + 1)
     return out
@@ -290,6 +291,24 @@ def pinned(workspaces: Iterable[str]) -> list[str]:
             dot = os.path.join(repo, ".git")
             if os.path.isdir(dot) and not os.path.islink(dot):
                 out.append(dot)
+    return sorted(dict.fromkeys(out), key=lambda p: p.count(os.sep))
+
+
+def parent_chains(paths: Iterable[str], roots: Iterable[str], *, but_not: Iterable[str] = ()) -> list[str]:
+    """The directories from each root (exclusive) down to each path's directory, parents first: pinned, so a
+    protected path cannot be taken out of reach by renaming a directory above it (and replaced)."""
+    out: list[str] = []
+    nots = list(but_not)
+    for root in roots:
+        for p in paths:
+            parent = os.path.dirname(p)
+            if parent == root or not under(parent, root):
+                continue
+            parts = os.path.relpath(parent, root).split(os.sep)
+            chain = [os.path.join(root, *parts[: i + 1]) for i in range(len(parts))]
+            out += [
+                d for d in chain if os.path.isdir(d) and not os.path.islink(d) and not any(under(d, n) for n in nots)
+            ]
     return sorted(dict.fromkeys(out), key=lambda p: p.count(os.sep))
 
 

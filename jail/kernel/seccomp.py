@@ -13,6 +13,7 @@ Side effects: loads a filter into the calling thread (needs no_new_privs first).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 
@@ -80,6 +81,12 @@ def _others(f: sc.SyscallFilter) -> None:
         f.add_rule(deny, name, sc.Arg(0, sc.NE, self_kind))  # one process (not a group or a user)...
         f.add_rule(deny, name, sc.Arg(1, sc.NE, 0))  # ...the caller itself
     f.add_rule(deny, "prlimit64", sc.Arg(0, sc.NE, 0))
+    # Landlock does not govern chmod: no widening any file to group/others or setting setuid/setgid/sticky
+    # (~/.bashrc 0666 or ~ 0777 would open the user's account to every local user); chmod that narrows is left
+    for name, arg in (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2)):
+        with contextlib.suppress(RuntimeError, ValueError, OSError):  # fchmodat2: libseccomp may not know it
+            for bit in (0o4000, 0o2000, 0o1000, 0o020, 0o002):
+                f.add_rule(deny, name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
 
 
 def _sockets(f: sc.SyscallFilter) -> None:

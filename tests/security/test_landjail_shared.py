@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.support import boundary_run
+from tests.support import boundary_env, boundary_run
 
 PLANT = r"""
 import errno, json, os, socket, sys
@@ -149,3 +149,45 @@ def test_refusal_lines_carry_no_control_characters(tmp_path: Path) -> None:
         assert "\nboundary: all good" not in r.stderr
     finally:
         listener.close()
+
+
+CHMOD = r"""
+import errno, json, os, sys
+out = {}
+for name, path, mode in (("outside 0666", sys.argv[1], 0o666), ("outside 0777 dir", sys.argv[2], 0o777),
+                         ("outside setuid", sys.argv[1], 0o4755), ("own 0755", sys.argv[3], 0o755),
+                         ("own 0600", sys.argv[3], 0o600)):
+    try:
+        os.chmod(path, mode)
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, "?")
+print(json.dumps(out))
+"""
+
+
+def test_files_outside_cannot_be_opened_to_other_users(tmp_path: Path) -> None:
+    """Landlock does not govern chmod: a file the jail may only read (the user's ~/.bashrc, ~ itself) must not
+    become writable for every local user."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "rc").write_text("# the user's\n")
+    (outside / "rc").chmod(0o644)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "tool").write_text("#!/bin/sh\n")
+    probe = ws / "chmod.py"
+    probe.write_text(CHMOD)
+    r = subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--jail-type", "landjail", "--workspace", str(ws), "--",
+         sys.executable, str(probe), str(outside / "rc"), str(outside), str(ws / "tool")],
+        cwd=ws, env=boundary_env(tmp_path), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["outside 0666"] == "EPERM", out
+    assert out["outside 0777 dir"] == "EPERM", out
+    assert out["outside setuid"] == "EPERM", out
+    assert out["own 0755"] == "ok", out
+    assert out["own 0600"] == "ok", out
+    assert (outside / "rc").stat().st_mode & 0o777 == 0o644

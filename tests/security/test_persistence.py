@@ -618,3 +618,49 @@ def test_hooks_and_includes_the_users_config_points_at(
     if mode == "nsjail":
         assert "hook ok" not in r.stdout
         assert "include ok" not in r.stdout
+
+
+SWAP_PARENTS = r"""
+import os, sys
+marker, ws = sys.argv[1], sys.argv[2]
+def attempt(fn):
+    try:
+        fn()
+    except OSError:
+        pass
+def plant():
+    os.rename(os.path.join(ws, "tools"), os.path.join(ws, "tools.old"))
+    os.makedirs(os.path.join(ws, "tools", "hk"))
+    with open(os.path.join(ws, "tools", "hk", "pre-commit"), "w") as f:
+        f.write("#!/bin/sh\ntouch %s\n" % marker)
+    os.chmod(os.path.join(ws, "tools", "hk", "pre-commit"), 0o755)
+def through_the_link():
+    with open(os.path.join(ws, "real-hooks", "post-commit"), "w") as f:
+        f.write("#!/bin/sh\ntouch %s\n" % marker)
+    os.chmod(os.path.join(ws, "real-hooks", "post-commit"), 0o755)
+attempt(plant)
+attempt(through_the_link)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hooks_path_parents_and_symlinks(tmp_path: Path, setting: tuple[Path, Path, dict[str, str]], mode: str) -> None:
+    _home, ws, env = setting
+    (ws / "tools" / "hk").mkdir(parents=True)
+    (ws / "real-hooks").mkdir()
+    (ws / "other").mkdir()
+    (ws / "other" / "hl").symlink_to(ws / "real-hooks")
+    assert git(ws, "config", "core.hooksPath", "tools/hk", env=env).returncode == 0
+    assert git(ws, "config", "include.path", "../other/inc.cfg", env=env).returncode == 0
+    (ws / "other" / "inc.cfg").write_text("[core]\n\thooksPath = other/hl\n")  # the include names the link
+    marker = tmp_path / "planted-code-ran"
+    probe = ws / "swap_parents.py"
+    probe.write_text(SWAP_PARENTS)
+    r = run_in(ws, env, mode, sys.executable, str(probe), str(marker), str(ws))
+    assert r.returncode == 0, r.stderr
+    (ws / "f.txt").write_text("again\n")
+    commit = git(ws, "commit", "-qam", "outside", env=env)
+    assert commit.returncode == 0, commit.stderr
+    assert not marker.exists(), r.stderr
+    assert not (ws / "tools" / "hk" / "pre-commit").exists(), r.stderr  # the first hooksPath: nothing planted
+    assert not (ws / "real-hooks" / "post-commit").exists(), r.stderr
