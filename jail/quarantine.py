@@ -13,14 +13,16 @@ boundary after the jail is gone. Side effects: renames and writes in the jail's 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from . import protect
-from .guard import free_name
+from .guard import Guard, free_name, warn_failed
 from .kernel.mounts import under
 
+log = logging.getLogger(__name__)
 ANY = frozenset(("*",))
 # what a repository the jail made may keep in its config: settings that run no program and read no other file
 # (an allowlist: git has too many ways to run one, e.g. gpg.ssh.defaultKeyCommand, difftool.*.cmd, ext:: URLs)
@@ -168,6 +170,16 @@ class Quarantine:
                 moved = self.aside(hooks)
                 os.mkdir(hooks, 0o755)
                 self.done.append(f"{hooks}: hooks moved to {moved}")
+
+
+def end_of_run(g: Guard, roots: Sequence[str], known: Iterable[str], run_id: str) -> None:
+    """The end-of-run work of both modes, once the jail is gone: protected paths put back (guard), repositories
+    the jail made quarantined; each step a warning."""
+    for path, aside in g.restore():
+        log.warning("the jail changed %s, which unconfined programs act on: its version moved to %s", path, aside)
+    warn_failed(g)
+    for line in new_repositories(roots, known, run_id):
+        log.warning("a repository the jail made: %s", line)
 
 
 def new_repositories(roots: Iterable[str], known: Iterable[str], run_id: str) -> list[str]:

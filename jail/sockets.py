@@ -12,7 +12,9 @@ Unix sockets (network namespaces and Landlock ABI <= 7 do not cover pathname soc
 - abstract names: nsjail looks them up in the jail's own network namespace (always its own);
   landjail only its own bound ones (Landlock's scoping says the same).
 Other families: nsjail connects as asked (the network namespace redirects); landjail only to the
-proxy's loopback port (what its Landlock rule allows; the shim sends everything there).
+proxy's loopback addresses and port (the shim sends everything there).
+nsjail also hands over kill() aimed at a process group: boundary signals the group's members inside
+the jail only (the command shares boundary's process group, the terminal's).
 
 Known limit: sendmsg/sendmmsg are checked but then run by the kernel (their control messages
 cannot be replayed faithfully), so a multi-threaded program that rewrites msg_name between the

@@ -1,12 +1,15 @@
 """landjail mode: no namespaces at all (for hosts where user namespaces are refused).
-The command runs as our child under Landlock (TCP connect only to the proxy's port, files
-by grant), a seccomp baseline and no_new_privs, with proxy settings in its environment
-and the LD_PRELOAD connect shim for programs that ignore them.
+boundary forks a keeper (subreaper, non-dumpable, its own process group), whose child runs
+the command under Landlock (files by grant), a seccomp baseline, the socket supervisor's
+notification filter and no_new_privs, with proxy settings in its environment and the
+LD_PRELOAD connect shim for programs that ignore them.
 
-The child's setup is one flat list: die with the supervisor, no_new_privs, drop
-capabilities (when started as root), Landlock, seccomp, exec. Every module it needs is
-imported before it restricts itself (Landlock would refuse later imports).
-Side effects: binds the proxy's loopback port, forks, creates ~/.npm-global and ~/.npm.
+The command's setup is one flat list: dumpable (for the listener hand-over), boundary's
+process group, die with the keeper, no_new_privs, drop capabilities (when started as root),
+limits, Landlock, seccomp, the notification filter, exec. Every module it needs is imported
+before it restricts itself (Landlock would refuse later imports).
+Side effects: binds the proxy's loopback port, makes the command's TMPDIR, forks; at the end
+restores protected paths and quarantines repositories the jail made (jail.guard, jail.quarantine).
 """
 
 from __future__ import annotations
@@ -123,21 +126,15 @@ class LandJail:
     def _put_back(self) -> None:
         """What the jail changed among the protected paths, restored; repositories it made, quarantined. Runs in
         close(), or in the keeper when boundary itself was killed."""
-        if self._guard is None:
-            return
-        for path, aside in self._guard.restore():
-            log.warning("the jail changed %s, which unconfined programs act on: restored; its version is in %s",
-                        path, aside)  # fmt: skip
-        guard.warn_failed(self._guard)
-        self._guard = None
-        roots = (self.fs.workspace, *self.fs.extra_rw)
-        for line in quarantine.new_repositories(roots, self.fs.known_gitdirs, self.config.run_id):
-            log.warning("a repository the jail made: %s", line)
+        if self._guard is not None:
+            roots = (self.fs.workspace, *self.fs.extra_rw)
+            quarantine.end_of_run(self._guard, roots, self.fs.known_gitdirs, self.config.run_id)
+            self._guard = None
 
     def _grants(self, roots: Sequence[str]) -> list[str]:
         out: list[str] = []
+        holes = [*self.fs.hidden, *self._holes]
         for root in roots:
-            holes = [*self.fs.hidden, *self._holes]
             grants = self.fs.grants([root], holes)
             if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in holes):
                 log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
@@ -269,8 +266,8 @@ def _keeper(
 
 
 def _last_rites(leftovers: Sequence[str], put_back: Callable[[], None]) -> None:
-    """Once the command's whole tree is dead: restore and quarantine here (boundary does the same after us, which
-    finds nothing left to do, unless it was killed: then this was the only chance), remove the leftovers."""
+    """Once the command's whole tree is dead: restore and quarantine here (so it happens even when boundary was
+    killed; boundary does it only when this keeper did not get to), remove the leftovers."""
     init.kill_descendants()
     with contextlib.suppress(Exception):
         put_back()

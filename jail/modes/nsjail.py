@@ -189,14 +189,10 @@ class NsJail:
             os.close(self._pid1_fd)
             self._pid1_fd = -1
         # the jail is gone: nothing of it can race what follows
-        if self._guard is not None:  # protected files the jail created where none was (and so none was bound)
-            for path, aside in self._guard.restore():
-                log.warning("the jail created %s, which unconfined programs act on: moved to %s", path, aside)
-            guard.warn_failed(self._guard)
-            self._guard = None
+        if self._guard is not None:  # protected names the jail created where none was (so none was bound)
             roots = (self.fs.workspace, *self.fs.extra_rw)
-            for line in quarantine.new_repositories(roots, self.fs.known_gitdirs, self.config.run_id):
-                log.warning("a repository the jail made: %s", line)
+            quarantine.end_of_run(self._guard, roots, self.fs.known_gitdirs, self.config.run_id)
+            self._guard = None
         for parent, name in reversed(self._made):  # still empty: the jail could not write into them
             with contextlib.suppress(OSError):
                 _remove_if_empty(parent, name)
@@ -360,9 +356,8 @@ def _pid1(alive_r: int, chan: socket.socket, jail: NsJail, uid: int, gid: int) -
         _step("drop privileges (nested user namespace)", lambda: userns.enter_nested(uid, gid))
         _step("drop capabilities", caps.drop_all)
         _step("set no_new_privs", caps.no_new_privs)
-        sockets.hand_over_listener(
-            chan, bind=False, groups=True
-        )  # while still dumpable: the supervisor takes the fd from here
+        # while still dumpable: the supervisor takes the listener's fd from here
+        sockets.hand_over_listener(chan, bind=False, groups=True)
         chan.close()
         # the command can see pid 1: nothing may ptrace it or write its memory, and it is filtered too
         _step("make pid 1 non-dumpable", caps.non_dumpable)
