@@ -20,6 +20,7 @@ from .errors import BoundaryError
 
 EXIT_BOUNDARY = 125
 EXIT_BAD_INPUT = 2
+_COMMAND_STATUS: list[int] = []  # set when `run` returns the command's status (not a usage error)
 
 app = typer.Typer(
     add_completion=False,
@@ -129,9 +130,11 @@ def run(
     )  # fmt: skip
     try:
         cfg = build_config(flags)
-        raise typer.Exit(run_command(cfg, command, quiet=quiet))
+        status = run_command(cfg, command, quiet=quiet)
     except (ConfigError, BoundaryError) as e:
         _fail(str(e), EXIT_BOUNDARY)
+    _COMMAND_STATUS.append(status)  # the command's own: passed through as it is, 2 included
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -200,6 +203,6 @@ def main() -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         sub = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        if code == EXIT_BAD_INPUT and sub == "run":
+        if code == EXIT_BAD_INPUT and sub == "run" and not _COMMAND_STATUS:
             code = EXIT_BOUNDARY
         sys.exit(code)

@@ -26,3 +26,10 @@ def test_env_deny_and_allow(tmp_path: Path, mode: str) -> None:
     assert env["AWS_REGION"] == "eu-west-1"
     assert env["OPENAI_API_KEY"] == "sk-test"  # everything else passes through (agents need their keys)
     assert env["NPM_CONFIG_PREFIX"].endswith("/boundary/npm-global")  # boundary's own settings are added after
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_the_commands_status_2_passes_through(tmp_path: Path, mode: str) -> None:
+    """2 is also typer's usage-error status, which `run` maps to 125: the command's own 2 must stay 2."""
+    r = boundary_run(tmp_path, "--jail-type", mode, "--", "sh", "-c", "exit 2")
+    assert r.returncode == 2, r.stderr
