@@ -49,8 +49,6 @@ FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) 
 FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV  # valid on a non-directory
 READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
 WRITE = (1 << 16) - 1  # everything; masked to the ABI
-# where outside programs look for sockets (/tmp/tmux-UID, ...): the jail may not plant one, nor a symlink to one
-SHARED = WRITE & ~(FS_MAKE_SOCK | FS_MAKE_SYM)
 DEVICE = FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE | FS_IOCTL_DEV
 
 
@@ -94,7 +92,6 @@ class Policy:
 
     read: list[str] = field(default_factory=list)  # read + execute
     write: list[str] = field(default_factory=list)  # everything
-    shared: list[str] = field(default_factory=list)  # writable, but no new sockets or symlinks (a shared /tmp)
     devices: list[str] = field(default_factory=list)  # read/write/ioctl on device files
     connect_ports: list[int] = field(default_factory=list)
     bind_ports: list[int] | None = None  # None: any port (not handled)
@@ -119,7 +116,7 @@ def restrict(policy: Policy, abi: int | None = None) -> Applied:
     fd = _sys(NR_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     skipped: list[str] = []
     try:
-        grants = ((policy.read, READ), (policy.write, WRITE), (policy.shared, SHARED), (policy.devices, DEVICE))
+        grants = ((policy.read, READ), (policy.write, WRITE), (policy.devices, DEVICE))
         for paths, rights in grants:
             skipped += _add_paths(fd, paths, rights & fs)
         for port in policy.connect_ports:

@@ -114,10 +114,9 @@ class LandJail:
         return landlock.Policy(
             read=read,
             write=write,
-            # the host's /dev/shm (POSIX shared memory, semaphores): no sockets or symlinks planted there; the host's
-            # /tmp is not writable at all (the user's own files and tools' caches live there): TMPDIR is the
-            # command's own; --rw /tmp opens it
-            shared=self._grants([p for p in fs.private_tmp if p != "/tmp"]),
+            # the host's /tmp and /dev/shm are not writable: the user's own files, tools' caches and other programs'
+            # shared memory live there (Landlock cannot grant "new files only"); TMPDIR is the command's own;
+            # --rw /tmp or --rw /dev/shm opens them
             devices=list(DEVICES),
             connect_ports=[self._port],
             bind_ports=[] if self.config.no_bind else None,

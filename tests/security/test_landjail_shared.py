@@ -191,3 +191,20 @@ def test_files_outside_cannot_be_opened_to_other_users(tmp_path: Path) -> None:
     assert out["own 0755"] == "ok", out
     assert out["own 0600"] == "ok", out
     assert (outside / "rc").stat().st_mode & 0o777 == 0o644
+
+
+def test_other_programs_shared_memory_is_out_of_reach(tmp_path: Path) -> None:
+    """/dev/shm holds other programs' shared memory (and whatever the user left there): not the jail's to write."""
+    victim = Path(tempfile.mkstemp(prefix="boundary-victim-", dir="/dev/shm")[1])
+    try:
+        victim.write_text("#!/bin/sh\n")
+        r = boundary_run(
+            tmp_path, "--jail-type", "landjail", "--", "sh", "-c",
+            f"(echo 'echo PWNED' >> {victim}) && echo appended; (true > /dev/shm/boundary-new-$$) && echo created; true",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "appended" not in r.stdout
+        assert "created" not in r.stdout
+        assert victim.read_text() == "#!/bin/sh\n"
+    finally:
+        victim.unlink()
