@@ -200,7 +200,8 @@ def test_other_programs_shared_memory_is_out_of_reach(tmp_path: Path) -> None:
         victim.write_text("#!/bin/sh\n")
         r = boundary_run(
             tmp_path, "--jail-type", "landjail", "--", "sh", "-c",
-            f"(echo 'echo PWNED' >> {victim}) && echo appended; (true > /dev/shm/boundary-new-$$) && echo created; true",
+            f"(echo 'echo PWNED' >> {victim}) && echo appended; "
+            "(true > /dev/shm/boundary-new-$$) && echo created; true",
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "appended" not in r.stdout
