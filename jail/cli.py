@@ -110,6 +110,21 @@ def run(
     no_bind: Annotated[
         bool | None, typer.Option("--no-bind/--bind", help="landjail: forbid listening on TCP ports.")
     ] = None,
+    publish: Annotated[
+        list[str],
+        typer.Option(
+            "--publish",
+            help="landjail: binds on this port keep the address asked (wildcard included), so other machines can "
+            "connect; otherwise they are kept on loopback. Repeatable, or comma-separated.",
+        ),
+    ] = [],  # noqa: B006
+    shim: Annotated[
+        bool | None,
+        typer.Option("--shim/--no-shim", help="landjail: preload the connect shim (faster name lookups; default on)."),
+    ] = None,
+    proxy_port: Annotated[
+        int | None, typer.Option("--proxy-port", help="The proxy's loopback port (default: random).")
+    ] = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -126,7 +141,7 @@ def run(
         tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
         allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
-        env_allow=env_allow,
+        env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

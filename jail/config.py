@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
-    "tmpfs_size", "allow_unix", "env_deny", "env_allow",
+    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -83,6 +83,8 @@ class Config:
     run_id: str = ""
     firewall: tuple[str, ...] = FIREWALL_BACKENDS  # nsjail: backends to try, in order
     no_bind: bool = False  # landjail: forbid TCP bind (local dev servers)
+    publish: tuple[int, ...] = ()  # landjail: ports whose binds keep their address (else loopback)
+    shim: bool = True  # landjail: preload the connect shim
     allow_unix: tuple[Path, ...] = ()  # unix sockets outside the jail that it may connect to
     env_deny: tuple[str, ...] = ()  # variable-name globs removed from the command's environment
     env_allow: tuple[str, ...] = ()  # variable-name globs kept even where a deny (or boundary's own list) matches
@@ -124,6 +126,21 @@ def _bool(value: Any, what: str) -> bool:
     if s in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{what}: {value!r} is not a boolean")
+
+
+def _ports(from_yaml: Any, from_env: str, given: Sequence[str], cfg_path: Path | None) -> tuple[int, ...]:
+    """``--publish`` ports: YAML list, then ``BOUNDARY_PUBLISH`` (comma-separated), then flags (commas too)."""
+    if from_yaml is not None and not isinstance(from_yaml, list):
+        raise ConfigError(f"config file {cfg_path}: 'publish' must be a list of ports")
+    texts = [str(p) for p in from_yaml or []] + from_env.split(",") + [p for g in given for p in str(g).split(",")]
+    out = []
+    for t in (t.strip() for t in texts):
+        if not t:
+            continue
+        if not t.isdigit() or not 0 < int(t) <= 65535:
+            raise ConfigError(f"--publish {t!r}: expected a port number 1-65535")
+        out.append(int(t))
+    return tuple(sorted(set(out)))
 
 
 def _allow_unix(from_yaml: Any, from_env: str, given: Sequence[Path], cfg_path: Path | None) -> tuple[Path, ...]:
@@ -196,6 +213,8 @@ class Flags:
     proxy_port: int | None = None
     log_level: str | None = None
     no_bind: bool | None = None
+    publish: Sequence[str] = ()
+    shim: bool | None = None
     allow_unix: Sequence[Path] = ()
     env_deny: Sequence[str] = ()
     env_allow: Sequence[str] = ()
@@ -303,6 +322,8 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         run_id=run_id,
         firewall=firewall,
         no_bind=_bool(pick(flags.no_bind, "BOUNDARY_NO_BIND", "no_bind", False), "no_bind"),
+        publish=_ports(y.get("publish"), env.get("BOUNDARY_PUBLISH", ""), flags.publish, cfg_path),
+        shim=_bool(pick(flags.shim, "BOUNDARY_SHIM", "shim", True), "shim"),
         env_deny=_globs(y.get("env_deny"), env.get("BOUNDARY_ENV_DENY", ""), flags.env_deny, "env_deny", cfg_path),
         env_allow=_globs(y.get("env_allow"), env.get("BOUNDARY_ENV_ALLOW", ""), flags.env_allow, "env_allow", cfg_path),
         allow_unix=_allow_unix(y.get("allow_unix"), env.get("BOUNDARY_ALLOW_UNIX", ""), flags.allow_unix, cfg_path),

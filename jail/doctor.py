@@ -57,7 +57,7 @@ def _try_userns() -> str | None:
 
 def _notify() -> None:
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    fd = unotify.install(bind=False)
+    fd = unotify.install(inet=True)
     pidfd = os.pidfd_open(os.getpid())
     os.close(unotify.take_fd(pidfd, fd))
 

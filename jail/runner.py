@@ -21,6 +21,7 @@ from typing import TextIO
 
 from proxy.audit import AuditSink
 from proxy.mitm import MitmError, MitmSettings
+from proxy.origins import Origins
 from proxy.server import ProxyServer
 from proxy.upstream import Upstream
 
@@ -46,6 +47,7 @@ def build_proxy(
     stderr: TextIO | None = None,
     quiet: bool = False,
     names: Callable[[str], str | None] | None = None,
+    origins: Origins | None = None,
 ) -> ProxyServer:
     audit = AuditSink(config.audit_log, run_id=config.run_id, mode=mode, stderr=stderr, quiet=quiet)
     upstream = Upstream(host_map=dict(config.host_map), allow_private=config.allow_private, proxy=config.upstream_proxy)
@@ -56,6 +58,7 @@ def build_proxy(
         mitm=config.mitm,
         mitm_settings=MitmSettings(confdir=config.state_dir / "ca", upstream_ca=config.upstream_ca),
         names=names,
+        origins=origins,
     )
 
 
@@ -170,7 +173,7 @@ async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet:
     from proxy.dns import DnsResponder, FakeTable
 
     table = FakeTable()
-    server = build_proxy(config, mode=jail.name, quiet=quiet, names=table.name)
+    server = build_proxy(config, mode=jail.name, quiet=quiet, names=table.name, origins=listeners.origins)
     jail.denials.attach(server.audit.socket_refused)
     dns = DnsResponder(table, on_query=lambda q, addr: server.audit.dns(q.name, q.qtype, addr))
     loop = asyncio.get_running_loop()

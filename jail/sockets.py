@@ -11,8 +11,12 @@ Unix sockets (network namespaces and Landlock ABI <= 7 do not cover pathname soc
   The decision is on the socket behind the file, so links, symlinks and renames change nothing;
 - abstract names: nsjail looks them up in the jail's own network namespace (always its own);
   landjail only its own bound ones (Landlock's scoping says the same).
-Other families: nsjail connects as asked (the network namespace redirects); landjail only to the
-proxy's loopback addresses and port (the shim sends everything there).
+Internet sockets: nsjail connects as asked (its network namespace redirects everything); in landjail
+boundary routes them itself (jail.inet): every TCP connect to the proxy (its transparent listener, the
+destination recorded in proxy.origins), UDP to port 53 to the DNS responder (and its replies, read
+through an emulated recvfrom, appear to come from the server asked), other UDP refused, binds kept
+on loopback. In landjail, sendmsg/sendmmsg on datagram sockets are done here too (read once, sent
+from boundary's copy), and Landlock refuses every TCP connect the command would make itself.
 nsjail also hands over kill() aimed at a process group: boundary signals the group's members inside
 the jail only (the command shares boundary's process group, the terminal's).
 
@@ -28,19 +32,23 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
-import ipaddress
 import json
 import logging
 import os
+import select
 import socket
 import stat
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from proxy.origins import Origins
+
+from . import inet
 from .kernel import sockdiag, unotify
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,11 @@ log = logging.getLogger(__name__)
 MAX_ADDR = 128  # sizeof(struct sockaddr_storage): the kernel refuses longer addresses
 MAX_SEND = 4 << 20  # an emulated sendto sends at most this much (a partial send, as a stream may)
 MAX_MMSG = 1024  # UIO_MAXIOV
+MAX_DATAGRAM = 65535  # an emulated datagram send reads at most this much (UDP's own limit)
+MAX_CONTROL = 4096  # control messages of an emulated datagram send
+MAX_PEERS = 4096  # DNS sockets whose replies are shown as coming from the server asked
+RECV_SLICE = 1.0  # an emulated blocking recvfrom rechecks that its caller still waits this often
+MSG_DONTWAIT = 0x40
 _MSGHDR = struct.Struct("=QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
 _MMSGHDR_SIZE = _MSGHDR.size + 8
 
@@ -59,37 +72,10 @@ class Rules:
     """What differs between the modes."""
 
     own_netns: bool  # nsjail: the diag socket lists only the jail's sockets; abstract names are its own
-    inet: Callable[[bytes], bool]  # may an AF_INET/AF_INET6 socket connect to this raw sockaddr?
+    inet: inet.Targets | None = None  # landjail: where internet sockets go (None: as asked)
+    origins: Origins | None = None  # landjail: destinations of connections sent to the transparent listener
     allow_unix: tuple[str, ...] = ()  # host paths of sockets the user opened with --allow-unix
     pid_ns: int = 0  # nsjail: the jail's pid namespace (inode): kill() of a process group reaches only its members
-
-
-PROXY_ADDRESSES = ("127.0.0.1", "::1")  # where landjail's proxy listens (not all of 127/8: other servers)
-
-
-def proxy_only(ports: Sequence[int]) -> Callable[[bytes], bool]:
-    """landjail: loopback, on the proxy's port(s) only."""
-
-    def check(raw: bytes) -> bool:
-        try:
-            host, port = parse_inet(raw)
-        except ValueError:
-            return False
-        addr = ipaddress.ip_address(host)
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return port in ports and str(addr) in PROXY_ADDRESSES
-
-    return check
-
-
-def parse_inet(raw: bytes) -> tuple[str, int]:
-    fam = int.from_bytes(raw[:2], "little") if len(raw) >= 2 else -1
-    if fam == socket.AF_INET and len(raw) >= 8:
-        return socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
-    if fam == socket.AF_INET6 and len(raw) >= 24:
-        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), int.from_bytes(raw[2:4], "big")
-    raise ValueError("not an internet address")
 
 
 def unix_name(raw: bytes) -> bytes | None:
@@ -116,6 +102,8 @@ class Supervisor:
     rules: Rules
     on_deny: Deny
     binds: set[int] = field(default_factory=set)  # landjail: socket inodes the jail bound
+    _peers: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # landjail: DNS socket inode -> server asked
+    _peers_lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: bool = False
     _thread: threading.Thread | None = None
     _pool: ThreadPoolExecutor | None = None
@@ -124,7 +112,7 @@ class Supervisor:
 
     def start(self) -> None:
         nr = unotify.arch().nr
-        self._inline = {nr["sendmsg"], nr["sendmmsg"], nr["bind"]}
+        self._inline = {nr["sendmsg"], nr["sendmmsg"], nr["bind"], nr["listen"]}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="boundary-sock")
         self._thread = threading.Thread(target=self._serve, name="boundary-sockets", daemon=True)
         self._thread.start()
@@ -178,8 +166,9 @@ class Supervisor:
         nr = unotify.arch().nr
         if n.nr == nr["kill"]:
             return self._kill_group(n)
+        routed = self.rules.inet is not None  # landjail: every socket's family and type matters
         names: list[tuple[int, int]] = []
-        if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
+        if n.nr in (nr["sendmsg"], nr["sendmmsg"]) and not routed:
             names = self._msg_names(n)
             if not names:
                 return _Answer(cont=True)  # the common case: a connected socket, no address
@@ -199,6 +188,8 @@ class Supervisor:
             os.close(dup)
             return _Answer(error=errno.ENOTSOCK)
         with sock:
+            if routed and sock.family in (socket.AF_INET, socket.AF_INET6):
+                return self._inet(n, sock)
             if n.nr == nr["connect"]:
                 return self._connect(n, sock)
             if n.nr == nr["sendto"]:
@@ -208,7 +199,7 @@ class Supervisor:
                     self.binds.add(os.fstat(sock.fileno()).st_ino)
                 return _Answer(cont=True)
             if n.nr in (nr["sendmsg"], nr["sendmmsg"]) and sock.family == socket.AF_UNIX:
-                for ptr, size in names:
+                for ptr, size in names or self._msg_names(n):
                     _close(self._checked(n, sock, self._address(n, ptr, size), "send to")[1])
         return _Answer(cont=True)
 
@@ -241,6 +232,148 @@ class Supervisor:
         finally:
             _close(keep)
         return _Answer(error=-ret) if ret < 0 else _Answer(val=ret)
+
+    # -- landjail's internet sockets (jail.inet decides, this carries it out) ------
+    def _inet(self, n: unotify.Notification, sock: socket.socket) -> _Answer | None:
+        nr = unotify.arch().nr
+        targets = self.rules.inet
+        assert targets is not None
+        kind = inet.kind_of(sock.type, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))
+        if n.nr == nr["recvfrom"]:
+            return self._recvfrom(n, sock)
+        if n.nr == nr["listen"]:
+            return self._listen(sock, kind, targets)
+        if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
+            if kind is inet.Kind.TCP:
+                return _Answer(cont=True)  # TCP ignores the address (seccomp refuses MSG_FASTOPEN)
+            return self._send_datagrams(n, sock, kind, targets)
+        if n.nr == nr["bind"]:
+            plan = targets.bind(kind, sock.family, self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF))
+            ret = unotify.raw_call("bind", sock.fileno(), *unotify.sockaddr_args(self._carry(plan)))
+            return _result(ret)
+        if n.nr == nr["connect"]:
+            plan = targets.connect(kind, sock.family, self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF))
+            target = self._carry(plan, sock)
+            ret = unotify.raw_call("connect", sock.fileno(), *unotify.sockaddr_args(target))
+            if plan.route is inet.Route.PROXY and ret in (0, -errno.EINPROGRESS) and self.rules.origins is not None:
+                local = sock.getsockname()
+                self.rules.origins.put((str(local[0]), int(local[1])), (plan.host, plan.port))
+            return _result(ret)
+        # sendto with an address
+        plan = targets.send(kind, sock.family, self._address(n, n.args[4], n.args[5] & 0xFFFFFFFF))
+        target = self._carry(plan, sock)
+        size = min(n.args[2], MAX_SEND)
+        data = unotify.read_memory(n.pid, n.args[1], size) if size else b""
+        ret = unotify.raw_call(
+            "sendto", sock.fileno(), ctypes.c_char_p(data), ctypes.c_size_t(len(data)),
+            ctypes.c_int(n.args[3] & 0xFFFFFFFF), *unotify.sockaddr_args(target),
+        )  # fmt: skip
+        return _result(ret)
+
+    def _carry(self, plan: inet.Plan, sock: socket.socket | None = None) -> bytes:
+        """The address to use for ``plan``, or OSError (EACCES audited, EINVAL). A DNS plan binds an unbound
+        socket to loopback first (an automatic bind would take the wildcard address) and remembers the server."""
+        if plan.route is inet.Route.DENY:
+            self.on_deny(plan.what, "boundary routes only TCP (through the proxy) and DNS (port 53) out of landjail")
+            raise OSError(errno.EACCES, "refused")
+        if plan.route is inet.Route.INVALID:
+            raise OSError(errno.EINVAL, "not an internet address")
+        if plan.route is inet.Route.DNS and sock is not None and self.rules.inet is not None:
+            if sock.getsockname()[1] == 0:
+                sock.bind((self.rules.inet.loopback(sock.family), 0))
+            with self._peers_lock:
+                self._peers[os.fstat(sock.fileno()).st_ino] = inet.encode(sock.family, plan.host, plan.port)
+                while len(self._peers) > MAX_PEERS:
+                    self._peers.popitem(last=False)
+        return plan.target
+
+    def _listen(self, sock: socket.socket, kind: inet.Kind, targets: inet.Targets) -> _Answer:
+        """listen() on an unbound socket would bind the wildcard address: bound to loopback first."""
+        if kind is inet.Kind.TCP and targets.no_bind:
+            self.on_deny("tcp listen (--no-bind)", "--no-bind forbids listening")
+            return _Answer(error=errno.EACCES)
+        if sock.getsockname()[1] == 0:
+            with contextlib.suppress(OSError):  # the kernel's listen() reports what is wrong
+                sock.bind((targets.loopback(sock.family), 0))
+        return _Answer(cont=True)
+
+    def _send_datagrams(self, n: unotify.Notification, sock: socket.socket, kind: inet.Kind,
+                        targets: inet.Targets) -> _Answer:  # fmt: skip
+        """sendmsg/sendmmsg on a datagram socket, done here from one read of the caller's memory (the kernel
+        would read the address again: a racing thread could change it after the check)."""
+        nr = unotify.arch().nr
+        flags = (n.args[2] if n.nr == nr["sendmsg"] else n.args[3]) & 0xFFFFFFFF
+        if n.nr == nr["sendmsg"]:
+            entries = [(n.args[1], unotify.read_memory(n.pid, n.args[1], _MSGHDR.size))]
+        else:
+            count = min(n.args[2] & 0xFFFFFFFF, MAX_MMSG)
+            blob = unotify.read_memory(n.pid, n.args[1], count * _MMSGHDR_SIZE) if count else b""
+            entries = [(n.args[1] + i * _MMSGHDR_SIZE, blob[i * _MMSGHDR_SIZE : i * _MMSGHDR_SIZE + _MSGHDR.size])
+                       for i in range(count)]  # fmt: skip
+        sent = 0
+        for ptr, header in entries:
+            name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(header)
+            try:
+                target = None
+                if name and namelen:
+                    plan = targets.send(kind, sock.family, self._address(n, name, namelen))
+                    target = self._carry(plan, sock)
+                data = self._gather(n.pid, iov, iovlen)
+                if controllen > MAX_CONTROL:
+                    raise OSError(errno.ENOBUFS, "control data too long")
+                ctrl = unotify.read_memory(n.pid, control, controllen) if control and controllen else b""
+                ret = unotify.sendmsg(sock.fileno(), target, data, ctrl, flags | MSG_DONTWAIT)
+                if ret < 0:
+                    raise OSError(-ret, os.strerror(-ret))
+            except OSError:
+                if sent == 0 or n.nr == nr["sendmsg"]:
+                    raise
+                break
+            if n.nr == nr["sendmmsg"]:  # msg_len of the entry, as the kernel fills it in
+                unotify.write_memory(n.pid, ptr + _MSGHDR.size, struct.pack("=I", ret))
+                sent += 1
+            else:
+                sent = ret
+        return _Answer(val=sent)
+
+    def _gather(self, pid: int, iov: int, iovlen: int) -> bytes:
+        if iovlen > MAX_MMSG:
+            raise OSError(errno.EMSGSIZE, "too many buffers")
+        vecs = unotify.read_memory(pid, iov, iovlen * 16) if iovlen else b""
+        out = bytearray()
+        for i in range(iovlen):
+            base, size = struct.unpack_from("=QQ", vecs, i * 16)
+            if len(out) + size > MAX_DATAGRAM:
+                raise OSError(errno.EMSGSIZE, "datagram too long")
+            out += unotify.read_memory(pid, base, size) if size else b""
+        return bytes(out)
+
+    def _recvfrom(self, n: unotify.Notification, sock: socket.socket) -> _Answer | None:
+        """recvfrom with an address: for a socket that asked a DNS server, done here so that the reply appears
+        to come from the server asked (resolvers check it); any other socket's call runs as it is."""
+        with self._peers_lock:
+            peer = self._peers.get(os.fstat(sock.fileno()).st_ino)
+        if peer is None:
+            return _Answer(cont=True)
+        size, flags = n.args[2] & 0xFFFFFFFF, n.args[3] & 0xFFFFFFFF
+        blocking = not (flags & MSG_DONTWAIT) and sock.getblocking()
+        while True:
+            ret, data, sender = unotify.recvfrom(sock.fileno(), min(size, MAX_DATAGRAM), flags | MSG_DONTWAIT)
+            if ret != -errno.EAGAIN or not blocking:
+                break
+            select.select([sock], [], [], RECV_SLICE)
+            if not unotify.still_waiting(self.listener, n.id):
+                return None
+        if ret < 0:
+            return _Answer(error=-ret)
+        assert self.rules.inet is not None
+        shown = peer if self.rules.inet.dns_listener(sender) else sender
+        unotify.write_memory(n.pid, n.args[1], data)
+        if n.args[4] and n.args[5]:
+            room = struct.unpack("=I", unotify.read_memory(n.pid, n.args[5], 4))[0]
+            unotify.write_memory(n.pid, n.args[4], shown[:room])
+            unotify.write_memory(n.pid, n.args[5], struct.pack("=I", len(shown)))
+        return _Answer(val=ret)
 
     # -- sendmsg/sendmmsg: checked, then run by the kernel -----------------
     def _msg_names(self, n: unotify.Notification) -> list[tuple[int, int]]:
@@ -291,17 +424,7 @@ class Supervisor:
     def _checked(self, n: unotify.Notification, sock: socket.socket, raw: bytes, verb: str) -> tuple[bytes, int]:
         """The address to use in place of ``raw`` and an fd to close once it has been used (-1: none);
         or OSError(EACCES) after auditing the refusal."""
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            if self.rules.inet(raw):
-                return raw, -1
-            try:
-                host, port = parse_inet(raw)
-                what = f"tcp {verb} {host}:{port}"
-            except ValueError:
-                what = f"tcp {verb}"
-            self.on_deny(what, "only the proxy's port on loopback is reachable; use the proxy")
-            raise OSError(errno.EACCES, "refused")
-        if sock.family != socket.AF_UNIX:
+        if sock.family != socket.AF_UNIX:  # landjail's internet sockets never come here (_inet)
             return raw, -1
         name = unix_name(raw)
         if name is None:
@@ -376,25 +499,40 @@ def _ns_pgid(pid: int) -> int:
     return -1
 
 
+def _result(ret: int) -> _Answer:
+    return _Answer(error=-ret) if ret < 0 else _Answer(val=ret)
+
+
 def _close(fd: int) -> None:
     if fd >= 0:
         os.close(fd)
 
 
 # -- handing the listener over ---------------------------------------------------------------
-def hand_over_listener(chan: socket.socket, *, bind: bool, groups: bool = False) -> None:
-    """In the jail, last step before the command's own: load the notification filter and let the
-    supervisor take its listener from this process (pidfd_getfd; this process must be dumpable
-    until the answer). ``chan``: a SOCK_SEQPACKET socket to the supervisor; plain send/recv only
-    (sendmsg is notified from here on). Where the kernel lacks user notification, says why."""
+def load_filter(*, routed: bool, groups: bool = False) -> tuple[int, str]:
+    """In the jail: load the notification filter (``routed``: landjail's, which routes internet sockets too).
+    (listener fd, "") or (-1, why the kernel refused it)."""
     try:
-        fd = unotify.install(bind=bind, groups=groups)
+        return unotify.install(inet=routed, groups=groups), ""
     except OSError as e:
-        chan.send(json.dumps({"notify": None, "why": e.strerror or str(e), "pid": os.getpid()}).encode())
+        return -1, e.strerror or str(e)
+
+
+def hand_over(chan: socket.socket, fd: int, why: str = "") -> None:
+    """In the jail, last step before the command's own: let the supervisor take the listener ``fd`` from this
+    process (pidfd_getfd; this process must be dumpable until the answer), or tell it why there is none.
+    ``chan``: a SOCK_SEQPACKET socket to the supervisor; plain send/recv only (sendmsg is notified now)."""
+    if fd < 0:
+        chan.send(json.dumps({"notify": None, "why": why, "pid": os.getpid()}).encode())
         return
     chan.send(json.dumps({"notify": fd, "pid": os.getpid()}).encode())
     chan.recv(64)  # the supervisor has its duplicate (or gave up)
     os.close(fd)
+
+
+def hand_over_listener(chan: socket.socket, *, groups: bool = False) -> None:
+    """nsjail: load the (unix-only) filter and hand its listener over."""
+    hand_over(chan, *load_filter(routed=False, groups=groups))
 
 
 def take_listener(pid: int, fd: int) -> int:
@@ -436,10 +574,18 @@ def start_supervisor(
     None (with a warning) where the kernel could not give one: unix sockets are then not supervised."""
     fd = msg.get("notify")
     if not isinstance(fd, int) or diag is None:
-        log.warning(
-            "unix sockets outside the jail stay reachable: the kernel refused seccomp user notification (%s)",
-            msg.get("why", "no sock_diag"),
-        )
+        if rules.inet is not None:
+            log.warning(
+                "the kernel refused seccomp user notification (%s): landjail falls back to a port-only Landlock rule "
+                "(any address on the proxy's port is reachable, programs that ignore the proxy and the shim cannot "
+                "connect or resolve names) and unix sockets outside the jail stay reachable",
+                msg.get("why", "no sock_diag"),
+            )
+        else:
+            log.warning(
+                "unix sockets outside the jail stay reachable: the kernel refused seccomp user notification (%s)",
+                msg.get("why", "no sock_diag"),
+            )
         if diag is not None:
             diag.close()
         return None

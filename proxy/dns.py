@@ -1,6 +1,6 @@
 """The jail's DNS responder: answers every A query with a fake address from
-198.18.0.0/15 mapped 1:1 to the name, AAAA and every other type with an empty
-answer, and never forwards a query anywhere. The proxy maps fake addresses back
+198.18.0.0/16 mapped 1:1 to the name (landjail's shim takes 198.19.0.0/16 for its own), AAAA
+and every other type with an empty answer, and never forwards a query anywhere. The proxy maps fake addresses back
 to names (:meth:`FakeTable.name`), so non-HTTP TCP to an allowed name works.
 
 Parsing is bounded and defensive: one question, labels of 1..63 bytes from
@@ -24,7 +24,7 @@ from typing import cast
 
 log = logging.getLogger(__name__)
 
-FAKE_NET = ipaddress.IPv4Network("198.18.0.0/15")
+FAKE_NET = ipaddress.IPv4Network("198.18.0.0/16")
 TABLE_MAX = 65536
 TTL = 300
 MAX_DATAGRAM = 4096  # larger datagrams are not queries we answer

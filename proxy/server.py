@@ -29,6 +29,7 @@ from .audit import AuditSink
 from .denial import Pin, denial_body, http_response
 from .fastpath import relay
 from .mitm import MitmEngine, MitmError, MitmSettings
+from .origins import Origins
 from .rules import Decision, L4Verdict, Policy, normalize_host
 from .sniff import (
     RequestHead,
@@ -154,8 +155,10 @@ class ProxyServer:
         mitm: MitmMode = MitmMode.AUTO,
         mitm_settings: MitmSettings,
         names: Callable[[str], str | None] | None = None,
+        origins: Origins | None = None,
     ) -> None:
         self.policy = policy
+        self.origins = origins  # landjail: where redirected connections meant to go (else SO_ORIGINAL_DST)
         self.upstream = upstream
         self.audit = audit
         self.mitm_mode = mitm
@@ -327,9 +330,18 @@ class ProxyServer:
         # L7 needed (a method/path rule, plain HTTP, or --mitm always): mitmproxy sees every request
         await self.mitm.handoff(conn, bytes(buf), transparent=False, pin=None, dst=None)
 
-    # -- transparent (nsjail) --------------------------------------------------
+    # -- transparent (nsjail's redirect, landjail's supervisor) ------------------
     async def _transparent(self, conn: socket.socket) -> None:
-        dst_ip, dst_port = original_dst(conn)
+        if self.origins is None:
+            dst_ip, dst_port = original_dst(conn)
+        else:
+            peer = conn.getpeername()
+            found = await self.origins.take((str(peer[0]), int(peer[1])))
+            if found is None:  # not a connection the supervisor made: nothing says where it meant to go
+                log.debug("transparent connection from %s without a recorded destination: closed", peer)
+                conn.close()
+                return
+            dst_ip, dst_port = found
         if dst_ip.startswith("::ffff:"):
             dst_ip = dst_ip[7:]
         mapped = self.names(dst_ip) if self.names else None

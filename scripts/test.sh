@@ -12,7 +12,7 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 if [ "$(id -u)" = 0 ]; then
   log "installing system packages"
   "$here/scripts/system-packages.sh" python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates iptables \
-    nftables dnsutils iproute2 util-linux libseccomp2 git tmux
+    nftables dnsutils iproute2 util-linux libseccomp2 git tmux musl-tools libssl-dev
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged user $TEST_USER"
     useradd --create-home --shell /bin/bash "$TEST_USER"

@@ -184,7 +184,7 @@ class Upstream:
         else:
             body = f"hello from {path}\n".encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        return True
+        return headers.get("connection", "").lower() != "close"
 
 
 def ws_frame(payload: bytes, *, mask: bool) -> bytes:

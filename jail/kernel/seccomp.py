@@ -3,9 +3,10 @@
 Both modes: no terminal injection (TIOCSTI/TIOCLINUX), no new namespaces or mounts, and none
 of the kernel interfaces a command has no business with (keyrings, bpf, perf, userfaultfd,
 kexec, modules, io_uring).
-landjail adds what Landlock does not cover on this kernel generation: UDP and every non-TCP
-protocol over IP (MPTCP and SMC fall back to TCP and escape Landlock's TCP rules), TCP fast
-open (MSG_FASTOPEN connects without connect()) and exotic socket families.
+landjail adds what Landlock does not cover on this kernel generation: every protocol over IP but
+TCP and UDP (MPTCP and SMC fall back to TCP and escape Landlock's TCP rules; UDP only where the
+socket supervisor routes it, jail.inet, else none), TCP fast open (MSG_FASTOPEN connects without
+connect()) and exotic socket families.
 
 Syscalls of other ABIs (i386, x32) kill the process (libseccomp's bad-arch action).
 Side effects: loads a filter into the calling thread (needs no_new_privs first).
@@ -44,12 +45,13 @@ MOUNT_CALLS = ("mount", "umount2", "pivot_root", "setns", "open_tree", "move_mou
                "mount_setattr")  # fmt: skip
 
 
-def build(*, network: bool) -> sc.SyscallFilter:
-    """``network``: the landjail socket rules too (nsjail's network namespace already confines sockets)."""
+def build(*, network: bool, udp: bool = False) -> sc.SyscallFilter:
+    """``network``: the landjail socket rules too (nsjail's network namespace already confines sockets);
+    ``udp``: UDP sockets may be made (the socket supervisor routes them)."""
     f = sc.SyscallFilter(defaction=sc.ALLOW)
     _common(f)
     if network:
-        _sockets(f)
+        _sockets(f, udp=udp)
         _others(f)
     return f
 
@@ -89,23 +91,29 @@ def _others(f: sc.SyscallFilter) -> None:
                 f.add_rule(deny, name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
 
 
-def _sockets(f: sc.SyscallFilter) -> None:
+def _sockets(f: sc.SyscallFilter, *, udp: bool) -> None:
     deny = sc.ERRNO(errno.EACCES)
     for fam in range(MAX_FAMILY):
         if fam not in ALLOWED_FAMILIES:
             f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, fam))
     f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GE, MAX_FAMILY))
+    bad_types = [t for t in BAD_SOCK_TYPES if not (udp and t == socket.SOCK_DGRAM)]
     for fam in (socket.AF_INET, socket.AF_INET6):
-        for t in BAD_SOCK_TYPES:
+        for t in bad_types:
             f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, t))
-        for proto in range(1, 6):
+        # protocol 0 (the type's default) and TCP; UDP (17) only as a datagram socket, when it is routed
+        for proto in (*range(1, socket.IPPROTO_TCP), *range(socket.IPPROTO_TCP + 1, socket.IPPROTO_UDP)):
             f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.EQ, proto))
-        f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.GT, socket.IPPROTO_TCP))
+        f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.GT, socket.IPPROTO_UDP))
+        f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, socket.SOCK_STREAM),
+                   sc.Arg(2, sc.EQ, socket.IPPROTO_UDP))  # fmt: skip
+        if not udp:
+            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.EQ, socket.IPPROTO_UDP))
     f.add_rule(deny, "sendto", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "sendmsg", sc.Arg(2, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "sendmmsg", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "setsockopt", sc.Arg(1, sc.EQ, socket.IPPROTO_TCP), sc.Arg(2, sc.EQ, TCP_FASTOPEN_CONNECT))
 
 
-def load(*, network: bool) -> None:
-    build(network=network).load()
+def load(*, network: bool, udp: bool = False) -> None:
+    build(network=network, udp=udp).load()

@@ -54,15 +54,17 @@ class Arch:
 
 ARCHES = {
     "x86_64": Arch(0xC000003E, {
-        "connect": 42, "sendto": 44, "sendmsg": 46, "bind": 49, "kill": 62, "sendmmsg": 307, "seccomp": 317,
-        "process_vm_readv": 310, "pidfd_open": 434, "openat2": 437, "pidfd_getfd": 438,
+        "connect": 42, "sendto": 44, "recvfrom": 45, "sendmsg": 46, "bind": 49, "listen": 50, "kill": 62,
+        "sendmmsg": 307, "seccomp": 317, "process_vm_readv": 310, "process_vm_writev": 311, "pidfd_open": 434,
+        "openat2": 437, "pidfd_getfd": 438,
     }),
     "aarch64": Arch(0xC00000B7, {
-        "connect": 203, "sendto": 206, "sendmsg": 211, "bind": 200, "kill": 129, "sendmmsg": 269, "seccomp": 277,
-        "process_vm_readv": 270, "pidfd_open": 434, "openat2": 437, "pidfd_getfd": 438,
+        "connect": 203, "sendto": 206, "recvfrom": 207, "sendmsg": 211, "bind": 200, "listen": 201, "kill": 129,
+        "sendmmsg": 269, "seccomp": 277, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
+        "openat2": 437, "pidfd_getfd": 438,
     }),
 }  # fmt: skip
-NOTIFIED = ("connect", "sendmsg", "sendmmsg")  # always; sendto only with an address; bind on request
+NOTIFIED = ("connect", "sendmsg", "sendmmsg")  # always; sendto only with an address; the rest on request
 
 
 @functools.cache
@@ -77,9 +79,10 @@ def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def program(a: Arch, *, bind: bool, groups: bool = False) -> bytes:
+def program(a: Arch, *, inet: bool, groups: bool = False) -> bytes:
     """The filter as struct sock_filter[]: notify connect, sendmsg, sendmmsg, sendto with a non-NULL
-    address (and bind when ``bind``; and, when ``groups``, kill aimed at a process group: pid 0 or < -1,
+    address; when ``inet`` (landjail, where boundary routes internet sockets too) also bind, listen and
+    recvfrom with a non-NULL address; when ``groups``, kill aimed at a process group (pid 0 or < -1,
     which reach every member of the group, boundary included when the command shares its group); allow
     everything else (the other filter decides the rest, including calls of other ABIs)."""
     lo4, hi4 = _arg(4)
@@ -87,13 +90,15 @@ def program(a: Arch, *, bind: bool, groups: bool = False) -> bytes:
     code: list[tuple[int, int, str | None, str | None]] = [
         (LD_W_ABS, OFF_ARCH, None, None), (JEQ_K, a.audit, None, "allow"), (LD_W_ABS, OFF_NR, None, None),
     ]  # fmt: skip
-    for name in (*NOTIFIED, *(("bind",) if bind else ())):
+    for name in (*NOTIFIED, *(("bind", "listen") if inet else ())):
         code.append((JEQ_K, a.nr[name], "notify", None))
-    code.append((JEQ_K, a.nr["sendto"], "sendto", None))
+    code.append((JEQ_K, a.nr["sendto"], "addr4", None))
+    if inet:
+        code.append((JEQ_K, a.nr["recvfrom"], "addr4", None))
     if groups:
         code.append((JEQ_K, a.nr["kill"], "kill", None))
     code.append((RET_K, RET_ALLOW, None, None))  # none of those
-    labels = {"sendto": len(code)}
+    labels = {"addr4": len(code)}  # argument 4 (the address) NULL: allowed, else notified
     code += [(LD_W_ABS, lo4, None, None), (JEQ_K, 0, None, "notify"), (LD_W_ABS, hi4, None, None),
              (JEQ_K, 0, "allow", "notify")]  # fmt: skip
     if groups:
@@ -136,10 +141,10 @@ def _syscall(name: str, *args: object) -> int:
     return ret
 
 
-def install(*, bind: bool, groups: bool = False) -> int:
+def install(*, inet: bool, groups: bool = False) -> int:
     """Load the notification filter into the calling thread (no_new_privs must be set); return
     the listener fd. Raises OSError (ENOSYS/EINVAL where the kernel lacks user notification)."""
-    code = program(arch(), bind=bind, groups=groups)
+    code = program(arch(), inet=inet, groups=groups)
     buf = ctypes.create_string_buffer(code, len(code))
     prog = _SockFprog(len(code) // 8, ctypes.cast(buf, ctypes.c_void_p))
     flags = FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV
@@ -214,6 +219,20 @@ def read_memory(pid: int, addr: int, size: int) -> bytes:
     return buf.raw
 
 
+def write_memory(pid: int, addr: int, data: bytes) -> None:
+    """Write ``data`` at ``addr`` in process ``pid`` (process_vm_writev). Raises OSError (EFAULT)."""
+    if not data:
+        return
+    buf = ctypes.create_string_buffer(data, len(data))
+    local, remote = _IOVec(ctypes.addressof(buf), len(data)), _IOVec(addr, len(data))
+    got = _syscall(
+        "process_vm_writev", ctypes.c_long(pid), ctypes.byref(local), ctypes.c_ulong(1), ctypes.byref(remote),
+        ctypes.c_ulong(1), ctypes.c_ulong(0),
+    )  # fmt: skip
+    if got != len(data):
+        raise OSError(errno.EFAULT, "short write to the caller's memory")
+
+
 def pidfd_open_thread(tid: int) -> int:
     """A pidfd for the thread ``tid`` (PIDFD_THREAD, 6.9+; else the thread-group leader only)."""
     try:
@@ -243,9 +262,43 @@ def open_in_root(root_fd: int, path: bytes) -> int:
 
 
 def raw_call(fn: str, fd: int, *args: object) -> int:
-    """``fn`` (connect, sendto) of libc on ``fd`` with raw arguments: the result, or -errno."""
+    """``fn`` (connect, bind, sendto) of libc on ``fd`` with raw arguments: the result, or -errno."""
     ret = int(getattr(libc, fn)(ctypes.c_int(fd), *args))
     return ret if ret >= 0 else -ctypes.get_errno()
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = (
+        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint), ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int),
+    )  # fmt: skip
+
+
+def sendmsg(fd: int, name: bytes | None, data: bytes, control: bytes, flags: int) -> int:
+    """sendmsg(2) of one buffer with raw address and control bytes: bytes sent, or -errno."""
+    nbuf = ctypes.create_string_buffer(name, len(name)) if name else None
+    dbuf = ctypes.create_string_buffer(data, max(len(data), 1))
+    cbuf = ctypes.create_string_buffer(control, len(control)) if control else None
+    iov = _IOVec(ctypes.addressof(dbuf), len(data))
+    msg = _MsgHdr(
+        ctypes.addressof(nbuf) if nbuf else None, len(name) if name else 0, ctypes.addressof(iov), 1,
+        ctypes.addressof(cbuf) if cbuf else None, len(control), 0,
+    )  # fmt: skip
+    ret = int(libc.sendmsg(ctypes.c_int(fd), ctypes.byref(msg), ctypes.c_int(flags)))
+    return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def recvfrom(fd: int, size: int, flags: int) -> tuple[int, bytes, bytes]:
+    """recvfrom(2): (the call's result or -errno, the bytes received, the sender's raw address)."""
+    buf = ctypes.create_string_buffer(max(size, 1))
+    addr = ctypes.create_string_buffer(128)
+    alen = ctypes.c_uint(128)
+    ret = int(
+        libc.recvfrom(ctypes.c_int(fd), buf, ctypes.c_size_t(size), ctypes.c_int(flags), addr, ctypes.byref(alen))
+    )
+    if ret < 0:
+        return -ctypes.get_errno(), b"", b""
+    return ret, buf.raw[: min(ret, size)], addr.raw[: min(alen.value, 128)]
 
 
 def sockaddr_args(raw: bytes) -> Sequence[object]:

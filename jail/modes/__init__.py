@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from proxy.origins import Origins
 
 from ..sockets import DenyLog
 
@@ -25,6 +28,7 @@ class Listeners:
     explicit: list[socket.socket] = field(default_factory=list)
     transparent: list[socket.socket] = field(default_factory=list)
     dns: list[socket.socket] = field(default_factory=list)
+    origins: Origins | None = None  # landjail: where transparent connections meant to go (nsjail: SO_ORIGINAL_DST)
 
     @classmethod
     def loopback(cls, port: int) -> Listeners:
@@ -38,14 +42,56 @@ class Listeners:
         except OSError as e:
             raise BoundaryError("bind the proxy port", e.strerror or str(e), hint="choose another --proxy-port") from e
 
+    @classmethod
+    def routed(cls, port: int) -> Listeners:
+        """landjail: the explicit proxy on ``port``, and a transparent TCP listener and a DNS responder on random
+        ports, each on 127.0.0.1 and ::1 (where the host has IPv6). Raises BoundaryError."""
+        from proxy.server import bind_explicit
+
+        from ..errors import BoundaryError
+
+        out = cls.loopback(port)
+        try:
+            out.transparent = bind_explicit(0)
+            out.dns = _udp_pair()
+        except OSError as e:
+            out.close()
+            raise BoundaryError("bind the proxy's loopback listeners", e.strerror or str(e)) from e
+        out.origins = Origins()
+        return out
+
     @property
     def port(self) -> int:
         return int(self.explicit[0].getsockname()[1])
+
+    @property
+    def ipv6(self) -> bool:
+        """Every listener is on ::1 too."""
+        groups = [g for g in (self.explicit, self.transparent, self.dns) if g]
+        return all(any(s.family == socket.AF_INET6 for s in g) for g in groups)
 
     def close(self) -> None:
         for s in (*self.explicit, *self.transparent, *self.dns):
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def _udp_pair() -> list[socket.socket]:
+    """UDP sockets on 127.0.0.1 and ::1, same random port (retried when ::1 has it taken)."""
+    for _ in range(16):
+        v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v4.bind(("127.0.0.1", 0))
+        v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            v6.bind(("::1", v4.getsockname()[1]))
+        except OSError as e:
+            v6.close()
+            if e.errno == errno.EADDRINUSE:
+                v4.close()
+                continue
+            return [v4]  # no IPv6 loopback here
+        return [v4, v6]
+    raise OSError(errno.EADDRINUSE, "no UDP port free on both 127.0.0.1 and ::1")
 
 
 class Jail(Protocol):

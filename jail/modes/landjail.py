@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .. import guard, quarantine, sockets, toolconfig
+from .. import guard, inet, quarantine, sockets, toolconfig
 from .. import policy as fspolicy
 from ..config import Config
 from ..errors import BoundaryError, describe
@@ -78,12 +79,14 @@ class LandJail:
         self._guard: guard.Guard | None = None
         self._holes: list[str] = []
         self._keeper_done = False
+        self._listeners: Listeners | None = None
 
     def prepare(self) -> Listeners:
         ok, why = available()
         if not ok:
             raise BoundaryError("start the landjail mode", why, hint=HINT_LANDLOCK)
-        listeners = Listeners.loopback(self.config.proxy_port)
+        listeners = Listeners.routed(self.config.proxy_port)
+        self._listeners = listeners
         self._port = listeners.port
         # the command's own TMPDIR (sockets and all); the host's /tmp is not writable
         self._tmpdir = [tempfile.mkdtemp(prefix=f"boundary-{self.config.run_id}-")]
@@ -95,9 +98,10 @@ class LandJail:
         env = toolconfig.proxy_env({**self.env, "TMPDIR": tmp, "TMP": tmp, "TEMP": tmp}, proxy)
         if self.tools is not None:
             env, _ = self.tools.write(env, proxy=proxy)
-        shim = shim_path()
+        shim = shim_path() if self.config.shim else None
         if shim is None:
-            log.warning("the connect shim is not built (no C compiler at install?): proxy-unaware programs will fail")
+            if self.config.shim:  # a convenience only: the supervisor routes every connect and DNS query anyway
+                log.info("the connect shim is not built (no C compiler at install?): running without it")
         else:
             preload = [p for p in env.get("LD_PRELOAD", "").split() if p]
             env["LD_PRELOAD"] = " ".join([str(shim), *[p for p in preload if p != str(shim)]])
@@ -118,6 +122,8 @@ class LandJail:
             # shared memory live there (Landlock cannot grant "new files only"); TMPDIR is the command's own;
             # --rw /tmp or --rw /dev/shm opens them
             devices=list(DEVICES),
+            # the fallback, where the kernel refuses user notification: the proxy's port (on any address); with the
+            # socket supervisor the command connects nowhere itself (boundary connects for it), so none at all
             connect_ports=[self._port],
             bind_ports=[] if self.config.no_bind else None,
         )
@@ -183,14 +189,26 @@ class LandJail:
             if msg is None:
                 return
             if "notify" in msg:
-                ports = [self._port]
-                rules = sockets.Rules(own_netns=False, inet=sockets.proxy_only(ports), allow_unix=self.fs.allow_unix)
+                rules = sockets.Rules(
+                    own_netns=False, inet=self.targets(), origins=self._listeners.origins if self._listeners else None,
+                    allow_unix=self.fs.allow_unix,
+                )  # fmt: skip
                 diag = sockdiag.open_diag()
                 self.supervisor = sockets.start_supervisor(msg, int(msg["pid"]), diag, rules, self.denials)
                 chan.send(b"ok")
                 continue
             self._reap()
             raise BoundaryError(msg["step"], msg["detail"], hint=msg.get("hint", ""))
+
+    def targets(self) -> inet.Targets:
+        """Where the supervisor sends the command's internet sockets."""
+        ls = self._listeners
+        assert ls is not None
+        return inet.Targets(
+            proxy_port=self._port, transparent_port=int(ls.transparent[0].getsockname()[1]),
+            dns_port=int(ls.dns[0].getsockname()[1]), ipv6=ls.ipv6, publish=frozenset(self.config.publish),
+            no_bind=self.config.no_bind,
+        )  # fmt: skip
 
     async def wait(self) -> int:
         loop = asyncio.get_running_loop()
@@ -298,12 +316,16 @@ def _child(
         step = "set process limits"
         set_limits()
         limits.restore_nofile()
+        step = "load the socket filter"
+        listener, why = sockets.load_filter(routed=True)
+        if listener >= 0:  # boundary connects for the command: it may connect nowhere itself
+            policy = dataclasses.replace(policy, connect_ports=[])
         step = "apply Landlock"
         landlock.restrict(policy)
         step = "load the seccomp filter"
-        seccomp.load(network=True)
+        seccomp.load(network=True, udp=listener >= 0)
         step = "hand the socket filter to boundary"
-        sockets.hand_over_listener(chan, bind=True)  # the channel itself closes at exec
+        sockets.hand_over(chan, listener, why)  # the channel itself closes at exec
     except OSError as e:
         hint = HINT_LANDLOCK if step == "apply Landlock" else ""
         chan.send(json.dumps({"step": step, "detail": describe(e), "hint": hint}).encode())

@@ -154,7 +154,7 @@ class NsJail:
             got,
             pid1,
             self._diag,
-            sockets.Rules(own_netns=True, inet=lambda raw: True, allow_unix=self.fs.allow_unix, pid_ns=-1),
+            sockets.Rules(own_netns=True, allow_unix=self.fs.allow_unix, pid_ns=-1),
             self.denials,
         )
         channel.send(self._chan, {"ack": True})
@@ -357,7 +357,7 @@ def _pid1(alive_r: int, chan: socket.socket, jail: NsJail, uid: int, gid: int) -
         _step("drop capabilities", caps.drop_all)
         _step("set no_new_privs", caps.no_new_privs)
         # while still dumpable: the supervisor takes the listener's fd from here
-        sockets.hand_over_listener(chan, bind=False, groups=True)
+        sockets.hand_over_listener(chan, groups=True)
         chan.close()
         # the command can see pid 1: nothing may ptrace it or write its memory, and it is filtered too
         _step("make pid 1 non-dumpable", caps.non_dumpable)

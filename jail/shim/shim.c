@@ -4,14 +4,14 @@
  * - connect(): an AF_INET/AF_INET6 stream socket aimed anywhere but the proxy is connected to
  *   the proxy instead, followed by "CONNECT host:port"; the handshake completes before connect()
  *   returns, for blocking and non-blocking sockets alike (libuv/Node), bounded by timeouts.
- * - getaddrinfo(): a host name gets a fake address from 198.18.0.0/15, remembered 1:1, so a
+ * - getaddrinfo(): a host name gets a fake address from 198.19.0.0/16, remembered 1:1, so a
  *   proxy-unaware program never needs UDP DNS; connect() maps it back and asks for the name.
  * - exec*() and posix_spawn*(): put back LD_PRELOAD and the jail's variables when a parent
  *   stripped them (env -i, an agent that scrubs the environment of the tools it runs).
  *
  * Configuration comes from the environment: BOUNDARY_SHIM_PROXY=127.0.0.1:PORT and
  * BOUNDARY_SHIM_KEYS=comma-separated names to restore. The shim is a convenience, not the
- * boundary: static binaries ignore it and Landlock refuses their direct connects.
+ * boundary: static binaries ignore it, and boundary's socket supervisor routes every connect anyway.
  */
 #define _GNU_SOURCE
 #include <alloca.h>
@@ -34,9 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FAKE_BASE 0xC6120000u /* 198.18.0.0 */
-#define FAKE_MASK 0xFFFE0000u /* /15 */
-#define FAKE_MAX 65536
+#define FAKE_BASE 0xC6130000u /* 198.19.0.0: beside boundary's DNS responder's 198.18.0.0/16, never the same */
+#define FAKE_MASK 0xFFFF0000u /* /16 */
+#define FAKE_MAX 65534
 #define NAME_MAX_LEN 253
 #define HEAD_MAX 8192
 #define CONNECT_TIMEOUT_MS 15000

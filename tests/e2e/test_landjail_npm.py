@@ -18,9 +18,9 @@ def home(tmp_path: Path) -> Path:
     return h
 
 
-def landjail(tmp_path: Path, home: Path, registry_host: str, *cmd: str) -> RunResult:
+def landjail(tmp_path: Path, home: Path, registry_host: str, *cmd: str, shim: bool = True) -> RunResult:
     return boundary_run(
-        tmp_path, "--jail-type", "landjail", "--allow", registry_host, "--", *cmd,
+        tmp_path, "--jail-type", "landjail", *(() if shim else ("--no-shim",)), "--allow", registry_host, "--", *cmd,
         env={"HOME": str(home)}, timeout=600,
     )  # fmt: skip
 
@@ -31,10 +31,12 @@ def test_npx_runs_a_package_from_the_registry(tmp_path: Path, home: Path, regist
     assert "< hi >" in r.stdout
 
 
-def test_npx_under_a_stripped_environment(tmp_path: Path, home: Path, registry_host: str) -> None:
-    """coder/boundary#189: a parent cleans the environment before launching npx."""
+@pytest.mark.parametrize("shim", [True, False], ids=["shim", "no shim"])
+def test_npx_under_a_stripped_environment(tmp_path: Path, home: Path, registry_host: str, shim: bool) -> None:
+    """coder/boundary#189: a parent cleans the environment before launching npx. The shim puts the proxy
+    settings back; without it npm, knowing no proxy, resolves and connects itself: boundary routes both."""
     r = landjail(tmp_path, home, registry_host, "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={home}",
-                 "npx", "-y", "cowsay", "stripped")  # fmt: skip
+                 "npx", "-y", "cowsay", "stripped", shim=shim)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "< stripped >" in r.stdout
 

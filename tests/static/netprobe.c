@@ -139,7 +139,7 @@ static int cmd_get(const char *name, const char *port, const char *path) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(s, res->ai_addr, res->ai_addrlen) < 0) return fail("connect");
     char req[512], resp[4096];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s:%s\r\n\r\n", path, name, port);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n", path, name, port);
     if (write(s, req, n) < 0) return fail("write");
     size_t have = 0;
     ssize_t got;

@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     char req[512], resp[8192];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", argv[3], argv[1]);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", argv[3], argv[1]);
     SSL_write(ssl, req, n);
     int have = 0, got;
     while (have < (int)sizeof resp - 1 && (got = SSL_read(ssl, resp + have, sizeof resp - 1 - have)) > 0) have += got;

@@ -45,16 +45,21 @@ CASES = [
     ("kill", (-1, 9), False, True, ALLOW),  # every process it may signal: its own pid namespace only
     ("kill", (-77, 9), False, True, NOTIFY),  # a process group
     ("kill", (0, 9), False, False, ALLOW),
+    ("listen", (3, 5), False, False, ALLOW),
+    ("listen", (3, 5), True, False, NOTIFY),
+    ("recvfrom", (3, 0, 512, 0, 0, 0), True, False, ALLOW),  # no address wanted: the common read
+    ("recvfrom", (3, 0, 512, 0, 0x7FFF00001000, 0x7FFF00002000), True, False, NOTIFY),
+    ("recvfrom", (3, 0, 512, 0, 0x7FFF00001000, 0x7FFF00002000), False, False, ALLOW),
 ]
 
 
-@pytest.mark.parametrize(("name", "args", "bind", "groups", "want"), CASES)
-def test_the_filter(name: str, args: tuple[int, ...], bind: bool, groups: bool, want: int) -> None:
-    prog = unotify.program(A, bind=bind, groups=groups)
+@pytest.mark.parametrize(("name", "args", "inet", "groups", "want"), CASES)
+def test_the_filter(name: str, args: tuple[int, ...], inet: bool, groups: bool, want: int) -> None:
+    prog = unotify.program(A, inet=inet, groups=groups)
     assert run(prog, A.nr[name], args) == want
 
 
 def test_other_calls_and_other_abis_pass_to_the_other_filter() -> None:
-    prog = unotify.program(A, bind=True, groups=True)
+    prog = unotify.program(A, inet=True, groups=True)
     assert run(prog, 1, (1, 0, 5)) == ALLOW  # write
     assert run(prog, A.nr["connect"], (3, 0, 16), arch=0x40000003) == ALLOW  # i386: the other filter kills it
