@@ -15,6 +15,7 @@ boundary has no IPv6 loopback listener).
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import socket
 import struct
@@ -70,6 +71,7 @@ def parse(raw: bytes) -> tuple[int, str, int]:
     raise ValueError("not an internet address")
 
 
+@functools.lru_cache(maxsize=1024)
 def encode(sock_family: int, host: str, port: int) -> bytes:
     """A sockaddr for a socket of ``sock_family``: an IPv4 host on an IPv6 socket becomes IPv4-mapped."""
     addr = ipaddress.ip_address(host)

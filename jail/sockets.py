@@ -32,10 +32,12 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import fcntl
 import json
 import logging
 import os
 import select
+import signal
 import socket
 import stat
 import struct
@@ -73,7 +75,6 @@ class Rules:
 
     own_netns: bool  # nsjail: the diag socket lists only the jail's sockets; abstract names are its own
     inet: inet.Targets | None = None  # landjail: where internet sockets go (None: as asked)
-    origins: Origins | None = None  # landjail: destinations of connections sent to the transparent listener
     allow_unix: tuple[str, ...] = ()  # host paths of sockets the user opened with --allow-unix
     pid_ns: int = 0  # nsjail: the jail's pid namespace (inode): kill() of a process group reaches only its members
 
@@ -93,65 +94,60 @@ class _Answer:
     val: int = 0
     error: int = 0
     cont: bool = False
+    after: Callable[[], None] | None = None  # runs once the caller has its answer (off its critical path)
+
+
+Origin = Callable[[tuple[str, int], tuple[str, int]], None]  # (the command's socket address, its destination)
 
 
 @dataclass
 class Supervisor:
+    """Serves the listener in a process of its own (see start_supervisor): one thread receives, a pool does
+    what may block."""
+
     listener: int
     diag: socket.socket
     rules: Rules
     on_deny: Deny
+    on_origin: Origin | None = None  # landjail: where a connection sent to the transparent listener meant to go
     binds: set[int] = field(default_factory=set)  # landjail: socket inodes the jail bound
     _peers: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # landjail: DNS socket inode -> server asked
     _peers_lock: threading.Lock = field(default_factory=threading.Lock)
-    _stopping: bool = False
-    _thread: threading.Thread | None = None
     _pool: ThreadPoolExecutor | None = None
     _diag_lock: threading.Lock = field(default_factory=threading.Lock)
     _inline: set[int] = field(default_factory=set)
 
-    def start(self) -> None:
+    def serve(self) -> None:
+        """Until every process under the filter is gone: blocks in the receive ioctl itself (one wake-up per
+        call, not two). Calls are answered in this thread (a thread hop costs more than most decisions); one
+        that could block (a blocking connect to a unix or the jail's own socket, a blocking receive with nothing
+        to read) moves to the pool, so that a slow call never holds up the jail's other threads."""
         nr = unotify.arch().nr
-        self._inline = {nr["sendmsg"], nr["sendmmsg"], nr["bind"], nr["listen"]}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="boundary-sock")
-        self._thread = threading.Thread(target=self._serve, name="boundary-sockets", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping = True
-        if self._thread is not None:
-            # the jail is gone by now, so the receive fails at once (a caller killed mid-call included);
-            # should one still be waiting, the thread stays blocked (a daemon) rather than holding us up
-            self._thread.join(1)
-            self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        with contextlib.suppress(OSError):
-            os.close(self.listener)
-        self.diag.close()
-
-    # -- the loop ----------------------------------------------------------
-    def _serve(self) -> None:
-        """Blocks in the receive ioctl itself (one wake-up per call, not two): it fails once every process
-        under the filter is gone, or the listener is closed at stop()."""
-        while not self._stopping:
-            try:
-                n = unotify.receive(self.listener)
-            except OSError as e:
-                if not self._stopping and e.errno not in (errno.EBADF, errno.ENOTCONN):
-                    log.warning("socket supervisor stopped: %s", e)
-                return
-            if n is None or self._pool is None:
-                continue
-            if n.nr in self._inline:  # never blocks: answered here, without a thread hop
-                self._handle(n)
-            else:
-                self._pool.submit(self._handle, n)
-
-    def _handle(self, n: unotify.Notification) -> None:
         try:
-            answer = self._decide(n)
+            while True:
+                try:
+                    n = unotify.receive(self.listener)
+                except OSError as e:
+                    if e.errno not in (errno.EBADF, errno.ENOTCONN):
+                        log.warning("socket supervisor stopped: %s", e)
+                    return
+                if n is None:
+                    continue
+                if n.nr == nr["kill"]:
+                    self._pool.submit(self._handle, n)  # walks /proc
+                else:
+                    self._handle(n, inline=True)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _handle(self, n: unotify.Notification, *, inline: bool = False) -> None:
+        try:
+            answer = self._decide(n, inline)
+        except _Defer:
+            assert self._pool is not None
+            self._pool.submit(self._handle, n)
+            return
         except OSError as e:
             answer = _Answer(error=e.errno or errno.EACCES)
         except Exception:  # a bug here must fail closed, never hang the caller
@@ -161,8 +157,14 @@ class Supervisor:
             return
         with contextlib.suppress(OSError):
             unotify.respond(self.listener, n.id, val=answer.val, error=answer.error, cont=answer.cont)
+        if answer.after is not None:
+            try:
+                answer.after()
+            except Exception:
+                log.exception("socket supervisor")
 
-    def _decide(self, n: unotify.Notification) -> _Answer | None:
+    def _decide(self, n: unotify.Notification, inline: bool = False) -> _Answer | None:
+        """The answer; raises _Defer (before any side effect) when ``inline`` and the call may block."""
         nr = unotify.arch().nr
         if n.nr == nr["kill"]:
             return self._kill_group(n)
@@ -189,10 +191,14 @@ class Supervisor:
             return _Answer(error=errno.ENOTSOCK)
         with sock:
             if routed and sock.family in (socket.AF_INET, socket.AF_INET6):
-                return self._inet(n, sock)
+                return self._inet(n, sock, inline)  # always to boundary's own listeners: never blocks long
             if n.nr == nr["connect"]:
+                if inline and _blocking(sock):
+                    raise _Defer
                 return self._connect(n, sock)
             if n.nr == nr["sendto"]:
+                if inline and _blocking(sock):
+                    raise _Defer
                 return self._sendto(n, sock)
             if n.nr == nr["bind"]:
                 if sock.family == socket.AF_UNIX:
@@ -234,13 +240,13 @@ class Supervisor:
         return _Answer(error=-ret) if ret < 0 else _Answer(val=ret)
 
     # -- landjail's internet sockets (jail.inet decides, this carries it out) ------
-    def _inet(self, n: unotify.Notification, sock: socket.socket) -> _Answer | None:
+    def _inet(self, n: unotify.Notification, sock: socket.socket, inline: bool) -> _Answer | None:
         nr = unotify.arch().nr
         targets = self.rules.inet
         assert targets is not None
-        kind = inet.kind_of(sock.type, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))
         if n.nr == nr["recvfrom"]:
-            return self._recvfrom(n, sock)
+            return self._recvfrom(n, sock, inline)
+        kind = inet.kind_of(sock.type, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))
         if n.nr == nr["listen"]:
             return self._listen(sock, kind, targets)
         if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
@@ -255,10 +261,12 @@ class Supervisor:
             plan = targets.connect(kind, sock.family, self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF))
             target = self._carry(plan, sock)
             ret = unotify.raw_call("connect", sock.fileno(), *unotify.sockaddr_args(target))
-            if plan.route is inet.Route.PROXY and ret in (0, -errno.EINPROGRESS) and self.rules.origins is not None:
-                local = sock.getsockname()
-                self.rules.origins.put((str(local[0]), int(local[1])), (plan.host, plan.port))
-            return _result(ret)
+            answer = _result(ret)
+            if plan.route is inet.Route.PROXY and ret in (0, -errno.EINPROGRESS) and self.on_origin is not None:
+                # the proxy waits for this record; the command need not (its socket's address is fixed now)
+                local, report = sock.getsockname(), self.on_origin
+                answer.after = lambda: report((str(local[0]), int(local[1])), (plan.host, plan.port))
+            return answer
         # sendto with an address
         plan = targets.send(kind, sock.family, self._address(n, n.args[4], n.args[5] & 0xFFFFFFFF))
         target = self._carry(plan, sock)
@@ -348,7 +356,7 @@ class Supervisor:
             out += unotify.read_memory(pid, base, size) if size else b""
         return bytes(out)
 
-    def _recvfrom(self, n: unotify.Notification, sock: socket.socket) -> _Answer | None:
+    def _recvfrom(self, n: unotify.Notification, sock: socket.socket, inline: bool) -> _Answer | None:
         """recvfrom with an address: for a socket that asked a DNS server, done here so that the reply appears
         to come from the server asked (resolvers check it); any other socket's call runs as it is."""
         with self._peers_lock:
@@ -356,11 +364,13 @@ class Supervisor:
         if peer is None:
             return _Answer(cont=True)
         size, flags = n.args[2] & 0xFFFFFFFF, n.args[3] & 0xFFFFFFFF
-        blocking = not (flags & MSG_DONTWAIT) and sock.getblocking()
+        blocking = not (flags & MSG_DONTWAIT) and _blocking(sock)
         while True:
             ret, data, sender = unotify.recvfrom(sock.fileno(), min(size, MAX_DATAGRAM), flags | MSG_DONTWAIT)
             if ret != -errno.EAGAIN or not blocking:
                 break
+            if inline:
+                raise _Defer
             select.select([sock], [], [], RECV_SLICE)
             if not unotify.still_waiting(self.listener, n.id):
                 return None
@@ -499,6 +509,14 @@ def _ns_pgid(pid: int) -> int:
     return -1
 
 
+class _Defer(Exception):
+    """The call may block: answer it in the pool instead."""
+
+
+def _blocking(sock: socket.socket) -> bool:
+    return not fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+
+
 def _result(ret: int) -> _Answer:
     return _Answer(error=-ret) if ret < 0 else _Answer(val=ret)
 
@@ -567,11 +585,60 @@ class DenyLog:
             sink(what, why)
 
 
+class SupervisorProcess:
+    """boundary's side of a supervisor running in a process of its own: the proxy's event loop and the
+    supervisor never wait for each other's interpreter lock (that made each connect ~10x slower). Its
+    refusals and recorded destinations come back over a socket pair, read by a thread here."""
+
+    def __init__(self, pid: int, chan: socket.socket, denials: DenyLog, origins: Origins | None) -> None:
+        self.pid = pid
+        self._chan = chan
+        self._denials = denials
+        self._origins = origins
+        self._reader = threading.Thread(target=self._read, name="boundary-sockets", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self._chan.recv(MAX_REPORT)
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                msg = json.loads(data)
+                if "deny" in msg:
+                    self._denials(str(msg["deny"][0]), str(msg["deny"][1]))
+                elif "origin" in msg and self._origins is not None:
+                    h, p, dh, dp = msg["origin"]
+                    self._origins.put((str(h), int(p)), (str(dh), int(dp)))
+            except (ValueError, KeyError, IndexError, TypeError):
+                log.warning("socket supervisor: unreadable report %r", data[:200])
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self._reader.join(1)
+        self._chan.close()
+
+
+MAX_REPORT = 8192
+
+
 def start_supervisor(
-    msg: dict[str, object], pid: int, diag: socket.socket | None, rules: Rules, denials: DenyLog
-) -> Supervisor | None:
-    """Take the listener announced in ``msg`` ({"notify": fd|None, "why": ...}) from ``pid`` and serve it.
-    None (with a warning) where the kernel could not give one: unix sockets are then not supervised."""
+    msg: dict[str, object],
+    pid: int,
+    diag: socket.socket | None,
+    rules: Rules,
+    denials: DenyLog,
+    origins: Origins | None = None,
+) -> SupervisorProcess | None:
+    """Take the listener announced in ``msg`` ({"notify": fd|None, "why": ...}) from ``pid`` and serve it in a
+    process of its own, which dies with boundary (and the jail's notified calls then fail). None (with a
+    warning) where the kernel could not give one."""
     fd = msg.get("notify")
     if not isinstance(fd, int) or diag is None:
         if rules.inet is not None:
@@ -591,6 +658,56 @@ def start_supervisor(
         return None
     if rules.pid_ns == -1:  # nsjail: the pid namespace of the (still dumpable) process handing the listener over
         rules = dataclasses.replace(rules, pid_ns=os.stat(f"/proc/{pid}/ns/pid").st_ino)
-    sup = Supervisor(take_listener(pid, fd), diag, rules, denials)
-    sup.start()
-    return sup
+    listener = take_listener(pid, fd)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    boundary = os.getpid()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (a separate process; the jail tests drive it)
+        code = 0
+        try:
+            mine.close()
+            _become_supervisor(boundary)
+            report = _Reporter(theirs)
+            Supervisor(listener, diag, rules, report.deny, report.origin if rules.inet else None).serve()
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(listener)  # the supervisor holds the only copy: when it dies, notified calls fail (ENOSYS)
+    diag.close()
+    theirs.close()
+    return SupervisorProcess(child, mine, denials, origins)
+
+
+def _become_supervisor(boundary: int) -> None:
+    """The supervisor process: dies with boundary, out of the terminal's process group (^C, ^Z and a kill of
+    the group are for the command; boundary stops this process itself), not dumpable."""
+    from .kernel import caps, syscalls
+
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != boundary:
+        os._exit(0)
+    os.setpgid(0, 0)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+    caps.non_dumpable()
+
+
+class _Reporter:
+    """In the supervisor process: refusals and destinations to boundary (a full socket pair makes the caller
+    wait, never drops a record)."""
+
+    def __init__(self, chan: socket.socket) -> None:
+        self._chan = chan
+        self._lock = threading.Lock()
+
+    def _send(self, msg: object) -> None:
+        data = json.dumps(msg).encode()[:MAX_REPORT]
+        with self._lock, contextlib.suppress(OSError):
+            self._chan.send(data)
+
+    def deny(self, what: str, why: str) -> None:
+        self._send({"deny": [what, why]})
+
+    def origin(self, client: tuple[str, int], destination: tuple[str, int]) -> None:
+        self._send({"origin": [*client, *destination]})

@@ -7,6 +7,10 @@
   and from inside an nsjail (transparent redirect, fast path)
 - connections: new proxied connections per second (CONNECT + one request each) vs direct
 - memory: the proxy process's peak RSS after the bulk runs
+- connect latency: p50/p99 of one connect() call, outside any jail vs inside landjail (without the shim),
+  where boundary's socket supervisor does each connect: to the proxy's own port (the supervisor alone) and
+  to another loopback address (sent to the transparent listener, destination recorded)
+- bulk inside landjail: a proxy-unaware curl (no shim), routed by the supervisor to the transparent listener
 
 Usage: python scripts/bench.py [--mib 1024] [--conns 500] [--runs 21]
 All traffic stays on 127.0.0.1.
@@ -15,6 +19,8 @@ All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import socket
 import statistics
@@ -56,6 +62,52 @@ def conns_per_s(n: int, port: int, proxy_port: int | None) -> float:
     return n / (time.perf_counter() - t0)
 
 
+CONNECT_PROBE = r"""
+import json, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ts = []
+for _ in range(n):
+    s = socket.socket()
+    t0 = time.perf_counter_ns()
+    s.connect((host, port))
+    ts.append(time.perf_counter_ns() - t0)
+    s.close()
+ts.sort()
+print(json.dumps([ts[n // 2] / 1000, ts[min(n - 1, n * 99 // 100)] / 1000]))
+"""
+
+
+def connect_latency(prefix: list[str], host: str, port: str, n: int, env: dict[str, str] | None = None) -> str:
+    r = subprocess.run(
+        [*prefix, sys.executable, "-c", CONNECT_PROBE, host, port, str(n)],
+        capture_output=True, text=True, check=True, timeout=600, env=env,
+    )  # fmt: skip
+    p50, p99 = json.loads(r.stdout.strip().splitlines()[-1])
+    return f"{p50:.0f} / {p99:.0f} us"
+
+
+def connect_rows(n: int, port: int, audit: str) -> list[tuple[str, str, str]]:
+    jail = boundary_run("--audit-log", audit, "--jail-type", "landjail", "--no-shim", "--")
+    proxy_port = str(_free_port())
+    env = {**os.environ, "BOUNDARY_PROXY_PORT": proxy_port}
+    return [
+        ("connect p50/p99, no jail", connect_latency([], "127.0.0.1", str(port), n), ""),
+        ("connect p50/p99, landjail to the proxy", connect_latency(jail, "127.0.0.1", proxy_port, n, env), ""),
+        ("connect p50/p99, landjail redirected", connect_latency(jail, "127.0.0.1", str(port), n, env), ""),
+    ]
+
+
+def _state_dir() -> tempfile.TemporaryDirectory[str]:
+    """For audit logs and proxy state: not in /tmp or the workspace, which jails may write (boundary refuses)."""
+    return tempfile.TemporaryDirectory(prefix=".boundary-bench-", dir=Path.home())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def boundary_run(*args: str) -> list[str]:
     return [sys.executable, "-m", "jail", "run", "-q", *args]
 
@@ -86,12 +138,18 @@ def main() -> int:
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--conns", type=int, default=500)
     ap.add_argument("--runs", type=int, default=21, help="startup runs (median)")
+    ap.add_argument("--connects", type=int, default=2000, help="connect() calls timed per case")
+    ap.add_argument("--only", choices=["connect"], help="run one group only")
     a = ap.parse_args()
     up = Upstream().start()
     url = f"http://big.test:{up.port}/big/{a.mib << 20}"
     direct_url = f"http://127.0.0.1:{up.port}/big/{a.mib << 20}"
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with _state_dir() as tmp:
+        rows += connect_rows(a.connects, up.port, str(Path(tmp) / "audit.jsonl"))
+    if a.only == "connect":
+        return _print(rows)
+    with _state_dir() as tmp:
         rows += startup_rows(a.runs, str(Path(tmp) / "audit.jsonl"))
     t_direct = curl_get(direct_url, None, False)
     rows.append(("bulk direct", f"{a.mib / t_direct:.0f} MiB/s", "1.00"))
@@ -100,7 +158,7 @@ def main() -> int:
         ("bulk mitmproxy (streamed)", "domain=big.test path=/big/*", False),
     ):
         with (
-            tempfile.TemporaryDirectory() as tmp,
+            _state_dir() as tmp,
             boundary_proxy(Path(tmp), "--allow", rule, "--allow-private", "--host-map", "big.test=127.0.0.1") as p,
         ):
             t = curl_get(url, p.url, tunnel)
@@ -111,7 +169,7 @@ def main() -> int:
                 via = conns_per_s(a.conns, up.port, p.port)
                 rows.append(("new connections direct", f"{direct:.0f}/s", "1.00"))
                 rows.append(("new connections via proxy", f"{via:.0f}/s", f"{via / direct:.2f}"))
-    with tempfile.TemporaryDirectory() as tmp:
+    with _state_dir() as tmp:
         r = subprocess.run(
             boundary_run(
                 "--audit-log", str(Path(tmp) / "audit.jsonl"), "--jail-type", "nsjail", "--allow", "domain=big.test",
@@ -122,7 +180,21 @@ def main() -> int:
         )  # fmt: skip
         t = float(r.stdout)
         rows.append(("bulk inside nsjail (transparent)", f"{a.mib / t:.0f} MiB/s", f"{t_direct / t:.2f}"))
+        r = subprocess.run(
+            boundary_run(
+                "--audit-log", str(Path(tmp) / "audit.jsonl"), "--jail-type", "landjail", "--no-shim",
+                "--allow", "domain=big.test", "--allow-private", "--host-map", "big.test=127.0.0.1",
+                "--", "curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{time_total}", url,
+            ),
+            capture_output=True, text=True, check=True, timeout=900,
+        )  # fmt: skip
+        t = float(r.stdout)
+        rows.append(("bulk inside landjail (supervisor, transparent)", f"{a.mib / t:.0f} MiB/s", f"{t_direct / t:.2f}"))
     up.stop()
+    return _print(rows)
+
+
+def _print(rows: list[tuple[str, str, str]]) -> int:
     w = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{w}}  {'value':>14}  ratio")
     for name, value, ratio in rows:

@@ -74,7 +74,7 @@ class LandJail:
         self._status: int | None = None
         self._port = 0
         self.denials = sockets.DenyLog()
-        self.supervisor: sockets.Supervisor | None = None
+        self.supervisor: sockets.SupervisorProcess | None = None
         self._tmpdir: list[str] = []
         self._guard: guard.Guard | None = None
         self._holes: list[str] = []
@@ -189,12 +189,10 @@ class LandJail:
             if msg is None:
                 return
             if "notify" in msg:
-                rules = sockets.Rules(
-                    own_netns=False, inet=self.targets(), origins=self._listeners.origins if self._listeners else None,
-                    allow_unix=self.fs.allow_unix,
-                )  # fmt: skip
+                rules = sockets.Rules(own_netns=False, inet=self.targets(), allow_unix=self.fs.allow_unix)
                 diag = sockdiag.open_diag()
-                self.supervisor = sockets.start_supervisor(msg, int(msg["pid"]), diag, rules, self.denials)
+                origins = self._listeners.origins if self._listeners else None
+                self.supervisor = sockets.start_supervisor(msg, int(msg["pid"]), diag, rules, self.denials, origins)
                 chan.send(b"ok")
                 continue
             self._reap()

@@ -90,7 +90,7 @@ class NsJail:
         self._status: int | None = None
         self._diag: socket.socket | None = None
         self.denials = sockets.DenyLog()
-        self.supervisor: sockets.Supervisor | None = None
+        self.supervisor: sockets.SupervisorProcess | None = None
         self._made: list[tuple[int, str]] = []
         self._guard: guard.Guard | None = None
 
