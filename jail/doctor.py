@@ -56,10 +56,23 @@ def _try_userns() -> str | None:
 
 
 def _notify() -> None:
+    """Each piece the socket supervisor needs, named when it fails."""
+    import ctypes
+
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    fd = unotify.install(inet=True)
-    pidfd = os.pidfd_open(os.getpid())
-    os.close(unotify.take_fd(pidfd, fd))
+    step = "seccomp user notification"
+    try:
+        listener = unotify.install(inet=True)
+        step = "pidfd_open"
+        pidfd = os.pidfd_open(os.getpid())
+        step = "pidfd_getfd"
+        os.close(unotify.take_fd(pidfd, listener))
+        step = "process_vm_readv/writev"
+        buf = ctypes.create_string_buffer(b"boundary", 8)
+        unotify.read_memory(os.getpid(), ctypes.addressof(buf), 8)
+        unotify.write_memory(os.getpid(), ctypes.addressof(buf), b"checked!")
+    except OSError as e:
+        raise OSError(e.errno, f"{step}: {e.strerror}") from e
 
 
 def _try_notify() -> str | None:
@@ -83,15 +96,19 @@ def checks() -> list[Check]:
                          "boot Linux 6.7+ with Landlock in the lsm= list"))  # fmt: skip
     else:
         shim = shim_path()
-        extra = "connect shim built" if shim else "connect shim NOT built (reinstall with a C compiler)"
+        extra = "connect shim built" if shim else "connect shim not built (optional; a C compiler at install builds it)"
         out.append(Check("landjail", True, f"Landlock ABI {abi}; {extra}"))
     why = _try_notify()
     if why is None:
-        out.append(Check("unix sockets", True, "seccomp user notification and pidfd_getfd work: outside sockets "
-                         "are refused in both modes"))  # fmt: skip
+        out.append(Check("socket supervisor", True, "seccomp user notification, pidfd_getfd and process_vm_readv "
+                         "work: outside unix sockets are refused in both modes, and in landjail every connect and "
+                         "DNS query goes through boundary"))  # fmt: skip
     else:
-        out.append(Check("unix sockets", False, f"seccomp user notification is unavailable ({why}): outside unix "
-                         "sockets stay reachable (boundary warns on every run)", "Linux 5.9+ is needed"))  # fmt: skip
+        out.append(Check("socket supervisor", False, f"{why}: outside unix sockets stay reachable, and landjail "
+                         "falls back to a port-only Landlock rule (any address on the proxy's port is reachable; "
+                         "programs that ignore the proxy and the shim cannot connect); boundary warns on every run",
+                         "Linux 5.9+, and a seccomp profile that allows seccomp(2) with "
+                         "SECCOMP_FILTER_FLAG_NEW_LISTENER, pidfd_getfd and process_vm_readv/writev"))  # fmt: skip
     out.append(Check("memory limits", False, "boundary does not manage cgroups: --memory is not enforced"))
     return out
 

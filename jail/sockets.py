@@ -540,12 +540,10 @@ def hand_over(chan: socket.socket, fd: int, why: str = "") -> None:
     """In the jail, last step before the command's own: let the supervisor take the listener ``fd`` from this
     process (pidfd_getfd; this process must be dumpable until the answer), or tell it why there is none.
     ``chan``: a SOCK_SEQPACKET socket to the supervisor; plain send/recv only (sendmsg is notified now)."""
-    if fd < 0:
-        chan.send(json.dumps({"notify": None, "why": why, "pid": os.getpid()}).encode())
-        return
-    chan.send(json.dumps({"notify": fd, "pid": os.getpid()}).encode())
-    chan.recv(64)  # the supervisor has its duplicate (or gave up)
-    os.close(fd)
+    chan.send(json.dumps({"notify": fd if fd >= 0 else None, "why": why, "pid": os.getpid()}).encode())
+    chan.recv(64)  # the supervisor has its duplicate (or gave up, or knows there is none)
+    if fd >= 0:
+        os.close(fd)
 
 
 def hand_over_listener(chan: socket.socket, *, groups: bool = False) -> None:

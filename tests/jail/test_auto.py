@@ -67,7 +67,7 @@ def test_doctor_reports_what_works() -> None:
     assert r.returncode == 0, r.stderr
     assert "nsjail: ok" in r.stdout
     assert "landjail: ok: Landlock ABI" in r.stdout
-    assert "unix sockets: ok: seccomp user notification" in r.stdout
+    assert "socket supervisor: ok: seccomp user notification" in r.stdout
     assert "auto would use: nsjail" in r.stdout
 
 

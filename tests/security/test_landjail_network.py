@@ -234,3 +234,57 @@ def test_publish_keeps_the_wildcard(tmp_path: Path, here_ip: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+NONBLOCKING = (
+    "import errno, select, socket, sys\n"
+    "s = socket.socket()\n"
+    "s.setblocking(False)\n"
+    "r = s.connect_ex((socket.gethostbyname('secure.test'), int(sys.argv[1])))\n"
+    "print('started', r in (0, errno.EINPROGRESS))\n"
+    "_, w, _ = select.select([], [s], [], 30)\n"
+    "print('writable', bool(w), s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))\n"
+    "s.setblocking(True)\n"
+    "s.sendall(b'GET /nb HTTP/1.0\\r\\nHost: secure.test\\r\\nConnection: close\\r\\n\\r\\n')\n"
+    "print(s.makefile('rb').read().decode().splitlines()[-1])\n"
+)
+
+
+def test_a_non_blocking_connect_keeps_its_semantics(tmp_path: Path, plain: Upstream) -> None:
+    """EINPROGRESS (or done at once), then writable with no error, then the allowed upstream answers."""
+    r = boundary_run(tmp_path, *LJ, "--no-shim", "--allow", f"domain=secure.test port={plain.port}", "--",
+                     sys.executable, "-c", NONBLOCKING, str(plain.port))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["started True", "writable True 0", "hello from /nb"], (r.stdout, r.stderr)
+
+
+CONTAINER_PROFILE = (
+    "import errno, os, sys\n"
+    "import pyseccomp as sc\n"
+    "f = sc.SyscallFilter(defaction=sc.ALLOW)\n"
+    "f.add_rule(sc.ERRNO(errno.EINVAL), 'seccomp', sc.Arg(1, sc.MASKED_EQ, 8, 8))  # no NEW_LISTENER\n"
+    "f.load()\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
+
+
+def test_without_user_notification_landjail_falls_back_and_says_so(
+    tmp_path: Path, ca: CA, tls: Upstream, probes: dict[str, Path], here_ip: str
+) -> None:
+    """As under a container's seccomp profile that forbids notification listeners: the port-only Landlock rule,
+    a warning naming the gap, and programs using the proxy still work; doctor names the missing piece."""
+    from tests.support import boundary_cmd, boundary_env
+
+    wrapper = tmp_path / "profile.py"
+    wrapper.write_text(CONTAINER_PROFILE)
+    script = (f"curl -sS --max-time 30 --cacert {ca.ca_pem} https://secure.test:{tls.port}/fallback; echo; "
+              f"{probes['musl']} connect {here_ip} 9 x")  # fmt: skip
+    argv = boundary_cmd(tmp_path, *LJ, "--allow", f"domain=secure.test port={tls.port}", "--", "sh", "-c", script)
+    r = subprocess.run([sys.executable, str(wrapper), *argv[1:]], env=boundary_env(tmp_path), capture_output=True,
+                       text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert "hello from /fallback" in r.stdout, (r.stdout, r.stderr)
+    assert "port-only Landlock rule" in r.stderr, r.stderr
+    assert "connect: Permission denied" in r.stdout  # Landlock: the proxy's port only (not 9)
+    doctor = subprocess.run([sys.executable, str(wrapper), "-m", "jail", "doctor"], capture_output=True, text=True,
+                            timeout=60, env=boundary_env(tmp_path))  # fmt: skip
+    assert "user notification" in doctor.stdout, doctor.stdout
