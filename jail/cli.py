@@ -65,6 +65,14 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), format="boundary: %(levelname)s: %(name)s: %(message)s")
 
 
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        from .errors import describe
+
+        return describe(e)
+    return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
 def _fail(msg: str, code: int) -> NoReturn:
     typer.echo(f"boundary: {msg}", err=True)
     raise typer.Exit(code)
@@ -148,6 +156,9 @@ def run(
         status = run_command(cfg, command, quiet=quiet)
     except (ConfigError, BoundaryError) as e:
         _fail(str(e), EXIT_BOUNDARY)
+    except Exception as e:  # boundary's own bug or an unforeseen failure: one line, never a traceback
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        _fail(f"internal error: {_one_line(e)} (hint: -vv shows where)", EXIT_BOUNDARY)
     _COMMAND_STATUS.append(status)  # the command's own: passed through as it is, 2 included
     raise typer.Exit(status)
 

@@ -19,6 +19,8 @@ class BoundaryError(Exception):
 
 
 def describe(e: OSError) -> str:
-    """``Operation not permitted (EPERM)``: the strerror and the errno's name, for "failed to <step>: ..."."""
+    """``/path: Operation not permitted (EPERM)``: the file (when there is one), the strerror and the errno's
+    name, for "failed to <step>: ..."."""
     name = errno.errorcode.get(e.errno or 0, "")
-    return f"{e.strerror or e}" + (f" ({name})" if name else "")
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}" + (f" ({name})" if name else "")

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -28,7 +29,7 @@ from proxy.upstream import Upstream
 from . import policy as fspolicy
 from . import toolconfig, trust
 from .config import Config, JailType
-from .errors import BoundaryError
+from .errors import BoundaryError, describe
 from .kernel import limits
 from .modes import Jail, Listeners
 
@@ -79,7 +80,11 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     try:
         ca = trust.prepare(config, env)
     except (OSError, MitmError) as e:
-        raise BoundaryError("prepare the CA bundle for interception", str(e), hint="check $XDG_STATE_HOME") from e
+        detail = describe(e) if isinstance(e, OSError) else str(e)
+        raise BoundaryError(
+            "prepare the CA bundle for interception", detail,
+            hint="interception needs a writable state dir: set XDG_STATE_HOME (default ~/.local/state)",
+        ) from e  # fmt: skip
     files: dict[str, bytes] = {}
     if ca is not None:
         env = ca.env(env)
@@ -112,9 +117,23 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
 NSJAIL_TOOL_DIR = "/tmp/.boundary-tools"  # in nsjail's own /tmp: gone with the jail
 
 
+_RUN_DIRS: dict[str, Path] = {}
+
+
 def run_dir(config: Config) -> Path:
-    """Files boundary makes for one run (tool config): readable in the jail, not its to write, removed after."""
-    return config.state_dir.parent / "boundary-run" / config.run_id
+    """Files boundary makes for one run (tool config): readable in the jail, not its to write, removed after.
+    Beside boundary's state dir; where that cannot be made (a read-only or missing HOME), a private directory
+    in the system's temp dir (read-only inside landjail, like the rest of the host's /tmp)."""
+    found = _RUN_DIRS.get(config.run_id)
+    if found is None:
+        base = config.state_dir.parent / "boundary-run"
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            found = base / config.run_id
+        except OSError:
+            found = Path(tempfile.mkdtemp(prefix=f"boundary-run-{config.run_id}-"))
+        _RUN_DIRS[config.run_id] = found
+    return found
 
 
 def _audit_out_of_reach(config: Config, fs: fspolicy.FsPolicy, mode: str) -> None:

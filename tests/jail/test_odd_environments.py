@@ -1,0 +1,55 @@
+"""boundary where the account is odd: a read-only HOME (its state dir and default audit log cannot be made).
+The command still runs, the audit records go to stderr after one warning, and nothing prints a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import VISIBLE_ROOT
+
+
+@pytest.fixture
+def ro_home(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "ro-home"
+    home.mkdir()
+    home.chmod(0o555)
+    yield home
+    home.chmod(0o755)
+
+
+def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env["HOME"] = str(home)
+    root = str(VISIBLE_ROOT or home.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "jail", "run", "--rw", root, *args], env=env, cwd=home, capture_output=True,
+        text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_a_read_only_home_still_runs_with_one_warning(ro_home: Path, mode: str) -> None:
+    r = _run(ro_home, "--jail-type", mode, "--allow", "domain=example.test", "--", "echo", "ran")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ran\n"
+    assert "Traceback" not in r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "audit" in line and "warning" in line.lower()]
+    assert len(warnings) == 1, r.stderr
+    assert "stderr" in warnings[0]
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_interception_without_a_state_dir_is_one_line(ro_home: Path, mode: str) -> None:
+    r = _run(ro_home, "--jail-type", mode, "--allow", "domain=example.test method=GET", "--", "echo", "ran")
+    assert r.returncode == 125, r.stderr
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert lines == [lines[-1]], r.stderr
+    assert lines[-1].startswith("boundary: failed to prepare the CA bundle"), r.stderr
+    assert "XDG_STATE_HOME" in lines[-1]
