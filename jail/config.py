@@ -266,8 +266,13 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         upstream = UpstreamProxy.parse(str(up_s)) if up_s else None
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    hm_yaml = y.get("host_map") or []
+    if isinstance(hm_yaml, dict):  # the mapping form, name: ip
+        hm_yaml = [f"{k}={v}" for k, v in hm_yaml.items()]
+    if not isinstance(hm_yaml, list):
+        raise ConfigError(f"config file {cfg_path}: 'host_map' must be a list of NAME=IP or a mapping NAME: IP")
     hm_items = [
-        *(y.get("host_map") or []),
+        *(str(i) for i in hm_yaml),
         *env.get("BOUNDARY_HOST_MAP", "").replace(",", " ").split(),
         *flags.host_map,
     ]
@@ -291,7 +296,10 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
     log_dir = env.get("BOUNDARY_LOG_DIR") or y.get("log_dir")
     if audit is None:
         audit = Path(log_dir).expanduser() / "boundary-audit.jsonl" if log_dir else sdir / "audit.jsonl"
-    workspace = Path(pick(flags.workspace, "BOUNDARY_WORKSPACE", "workspace", os.getcwd())).resolve()
+    workspace = Path(pick(flags.workspace, "BOUNDARY_WORKSPACE", "workspace", os.getcwd())).expanduser().resolve()
+    if not workspace.is_dir():
+        what = "is not a directory" if workspace.exists() else "does not exist"
+        raise ConfigError(f"--workspace {workspace} {what} (the command runs there; create it first)")
     upstream_ca = flags.upstream_ca or (Path(env["BOUNDARY_UPSTREAM_CA"]) if env.get("BOUNDARY_UPSTREAM_CA") else None)
     if upstream_ca is not None and not upstream_ca.is_file():
         raise ConfigError(f"--upstream-ca {upstream_ca}: no such file")

@@ -70,6 +70,7 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
 
     with contextlib.suppress(OSError):  # boundary's own (hidden in the jail): made before the policy looks
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _missing_paths(config)
     fs = fspolicy.build(config, os.environ, os.getuid())
     for d in (fs.npm_prefix, *(os.path.join(fs.home, h) for h in fspolicy.HOME_CREATE)):
         with contextlib.suppress(OSError):  # tool state npm needs at once (the rest is used where it exists)
@@ -112,6 +113,27 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     _audit_out_of_reach(config, fs, "landjail")
     jail = LandJail(config, command, fs, env, tools)
     return jail, jail.prepare()
+
+
+def _missing_paths(config: Config) -> None:
+    """A missing --rw directory is made when its parent is the user's to write (``--rw ~/.codex`` before codex
+    first ran); any other missing --rw/--ro path grants nothing: said once each."""
+    for path in config.rw:
+        p = path.expanduser()
+        if p.exists() or p.is_symlink():
+            continue
+        if p.parent.is_dir() and os.access(p.parent, os.W_OK):
+            try:
+                p.mkdir(mode=0o700)
+                log.info("--rw %s did not exist: made it (empty)", p)
+                continue
+            except OSError as e:
+                log.warning("--rw %s does not exist and could not be made (%s): it grants nothing", p, describe(e))
+                continue
+        log.warning("--rw %s does not exist (and its parent is not writable): it grants nothing", p)
+    for path in config.ro:
+        if not path.expanduser().exists():
+            log.warning("--ro %s does not exist: it grants nothing", path)
 
 
 NSJAIL_TOOL_DIR = "/tmp/.boundary-tools"  # in nsjail's own /tmp: gone with the jail

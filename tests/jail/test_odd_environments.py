@@ -53,3 +53,24 @@ def test_interception_without_a_state_dir_is_one_line(ro_home: Path, mode: str) 
     assert lines == [lines[-1]], r.stderr
     assert lines[-1].startswith("boundary: failed to prepare the CA bundle"), r.stderr
     assert "XDG_STATE_HOME" in lines[-1]
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_a_missing_rw_directory_is_made_and_a_missing_ro_path_is_named(tmp_path: Path, mode: str) -> None:
+    from tests.support import boundary_run
+
+    state = tmp_path / "agent-state"  # like --rw ~/.codex before codex first ran
+    r = boundary_run(tmp_path, "--jail-type", mode, "--rw", str(state), "--ro", str(tmp_path / "nothing-here"),
+                     "--", "sh", "-c", f"echo saved > {state}/file")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (state / "file").read_text() == "saved\n"
+    assert f"--ro {tmp_path / 'nothing-here'} does not exist: it grants nothing" in r.stderr
+
+
+def test_a_missing_workspace_is_one_line(tmp_path: Path) -> None:
+    from tests.support import boundary_run
+
+    r = boundary_run(tmp_path, "--workspace", str(tmp_path / "missing"), "--", "true")
+    assert r.returncode == 125
+    assert r.stderr.strip().splitlines() == [f"boundary: --workspace {tmp_path / 'missing'} does not exist (the "
+                                              "command runs there; create it first)"]  # fmt: skip

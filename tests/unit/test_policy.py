@@ -16,6 +16,7 @@ def policy_for(tmp: Path, **flags: Any) -> FsPolicy:
 
 
 def test_defaults_hide_credentials_agents_engines_and_our_state(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
     p = policy_for(tmp_path, workspace=tmp_path / "ws")
     home = str(tmp_path / "home")
     for hidden in (f"{home}/.ssh", f"{home}/.aws", f"{home}/.docker/config.json", f"{home}/.git-credentials",
@@ -76,6 +77,7 @@ def test_protected_paths_inside_writable_roots(tmp_path: Path) -> None:
     assert str(tmp_path / "home" / ".bashrc") not in p.protected  # HOME is not writable: nothing to protect
     # the workspace being HOME: its startup files and PATH directories are protected there
     env["PATH"] = f"{tmp_path}/home/.local/bin:/usr/bin"
+    (tmp_path / "home").mkdir(exist_ok=True)
     p = build(build_config(Flags(workspace=tmp_path / "home"), env), env, 1000)
     for name in (".bashrc", ".profile", ".gitconfig", ".config/git", ".config/systemd", ".local/bin", ".npmrc"):
         path = str(tmp_path / "home" / name)
