@@ -24,23 +24,31 @@ _COMMAND_STATUS: list[int] = []  # set when `run` returns the command's status (
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: no boxes, no text cut at 80 columns
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Run a command so that it reaches only allowlisted network destinations and the files its policy grants.",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 
-Allow = Annotated[list[str], typer.Option("--allow", help="Allow rule, e.g. 'domain=api.github.com method=GET'.")]
-Deny = Annotated[list[str], typer.Option("--deny", help="Deny rule; deny wins over allow.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (coder/boundary keys).")]
-HostMap = Annotated[list[str], typer.Option("--host-map", help="NAME=IP: proxy-side static resolution.")]
+Allow = Annotated[
+    list[str], typer.Option("--allow", metavar="RULE", help="Allow rule, e.g. 'domain=api.github.com method=GET'.")
+]
+Deny = Annotated[list[str], typer.Option("--deny", metavar="RULE", help="Deny rule; deny wins over allow.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", metavar="PATH", help="YAML config (coder/boundary keys).")]
+HostMap = Annotated[
+    list[str], typer.Option("--host-map", metavar="NAME=IP", help="NAME=IP: proxy-side static resolution.")
+]
 AllowPrivate = Annotated[
     bool | None, typer.Option("--allow-private/--no-allow-private", help="Let names resolve to private addresses.")
 ]
 
-AuditLog = Annotated[Path | None, typer.Option("--audit-log", help="JSON lines, one per decision.")]
-Mitm = Annotated[str | None, typer.Option("--mitm", help="auto | always | never.")]
-UpstreamProxyOpt = Annotated[str | None, typer.Option("--upstream-proxy", help="http://HOST:PORT to chain to.")]
-UpstreamCa = Annotated[Path | None, typer.Option("--upstream-ca", help="Extra CA for upstream TLS.")]
+AuditLog = Annotated[Path | None, typer.Option("--audit-log", metavar="PATH", help="JSON lines, one per decision.")]
+Mitm = Annotated[str | None, typer.Option("--mitm", metavar="MODE", help="auto | always | never.")]
+UpstreamProxyOpt = Annotated[
+    str | None, typer.Option("--upstream-proxy", metavar="URL", help="http://HOST:PORT to chain to.")
+]
+UpstreamCa = Annotated[Path | None, typer.Option("--upstream-ca", metavar="PEM", help="Extra CA for upstream TLS.")]
 Verbose = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logging.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No denial lines on stderr.")]
 
@@ -60,9 +68,26 @@ def _root(
     pass
 
 
+class _Format(logging.Formatter):
+    """``boundary: warning: message`` (with -vv, the module that said it too)."""
+
+    def __init__(self, verbose: int) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        where = f"{record.name}: " if self.verbose >= 2 else ""
+        text = f"boundary: {record.levelname.lower()}: {where}{record.getMessage()}"
+        if record.exc_info and self.verbose >= 2:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
-    logging.basicConfig(level=max(level, logging.DEBUG), format="boundary: %(levelname)s: %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Format(verbose))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
 
 
 def _one_line(e: BaseException) -> str:
@@ -80,26 +105,39 @@ def _fail(msg: str, code: int) -> NoReturn:
 
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
-    command: Annotated[list[str], typer.Argument(help="COMMAND [ARGS...], after '--'.", show_default=False)],
+    command: Annotated[list[str], typer.Argument(metavar="COMMAND", hidden=True, show_default=False)],
     allow: Allow = [],  # noqa: B006 (typer reads defaults, never mutates them)
     deny: Deny = [],  # noqa: B006
     config: ConfigOpt = None,
-    jail_type: Annotated[str | None, typer.Option("--jail-type", help="auto | nsjail | landjail.")] = None,
-    workspace: Annotated[Path | None, typer.Option("--workspace", help="Writable project dir (default: cwd).")] = None,
-    rw: Annotated[list[Path], typer.Option("--rw", help="Extra writable path.")] = [],  # noqa: B006
-    ro: Annotated[list[Path], typer.Option("--ro", help="Extra read-only path.")] = [],  # noqa: B006
-    hide: Annotated[list[Path], typer.Option("--hide", help="Extra hidden path.")] = [],  # noqa: B006
-    tmpfs: Annotated[list[Path], typer.Option("--tmpfs", help="Empty tmpfs (mode 1777, exec) here.")] = [],  # noqa: B006
+    jail_type: Annotated[
+        str | None, typer.Option("--jail-type", metavar="TYPE", help="auto | nsjail | landjail.")
+    ] = None,
+    workspace: Annotated[
+        Path | None, typer.Option("--workspace", metavar="DIR", help="Writable project dir (default: cwd).")
+    ] = None,
+    rw: Annotated[
+        list[Path], typer.Option("--rw", metavar="PATH", help="Extra writable path (a missing directory is made).")
+    ] = [],  # noqa: B006
+    ro: Annotated[list[Path], typer.Option("--ro", metavar="PATH", help="Extra read-only path.")] = [],  # noqa: B006
+    hide: Annotated[list[Path], typer.Option("--hide", metavar="PATH", help="Extra hidden path.")] = [],  # noqa: B006
+    tmpfs: Annotated[
+        list[Path], typer.Option("--tmpfs", metavar="PATH", help="Empty tmpfs (mode 1777, exec) here.")
+    ] = [],  # noqa: B006
     audit_log: AuditLog = None,
     mitm: Mitm = None,
     upstream_proxy: UpstreamProxyOpt = None,
     upstream_ca: UpstreamCa = None,
-    pids_limit: Annotated[str | None, typer.Option("--pids-limit", help="Max processes (0 = none).")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 2g (0 = none).")] = None,
+    pids_limit: Annotated[
+        str | None, typer.Option("--pids-limit", metavar="N", help="Max processes (0 = none).")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option("--memory", metavar="SIZE", help="Memory limit, e.g. 2g (0 = none).")
+    ] = None,
     tmpfs_size: Annotated[
         str | None,
         typer.Option(
             "--tmpfs-size",
+            metavar="SIZE",
             help="nsjail: size cap of each tmpfs (/tmp, /dev/shm, --tmpfs), default 1g; 0 = the kernel's default "
             "(half of RAM). No effect in landjail.",
         ),
@@ -107,13 +145,16 @@ def run(
     host_map: HostMap = [],  # noqa: B006
     allow_private: AllowPrivate = None,
     allow_unix: Annotated[
-        list[Path], typer.Option("--allow-unix", help="Unix socket outside the jail that it may connect to.")
+        list[Path],
+        typer.Option("--allow-unix", metavar="PATH", help="Unix socket outside the jail that it may connect to."),
     ] = [],  # noqa: B006
     env_deny: Annotated[
-        list[str], typer.Option("--env-deny", help="Remove variables matching this name or glob ('AWS_*').")
+        list[str],
+        typer.Option("--env-deny", metavar="PATTERN", help="Remove variables matching this name or glob ('AWS_*')."),
     ] = [],  # noqa: B006
     env_allow: Annotated[
-        list[str], typer.Option("--env-allow", help="Keep variables matching this even where a deny matches.")
+        list[str],
+        typer.Option("--env-allow", metavar="PATTERN", help="Keep variables matching this even where a deny matches."),
     ] = [],  # noqa: B006
     no_bind: Annotated[
         bool | None, typer.Option("--no-bind/--bind", help="landjail: forbid listening on TCP ports.")
@@ -122,6 +163,7 @@ def run(
         list[str],
         typer.Option(
             "--publish",
+            metavar="PORT",
             help="landjail: binds on this port keep the address asked (wildcard included), so other machines can "
             "connect; otherwise they are kept on loopback. Repeatable, or comma-separated.",
         ),
@@ -131,7 +173,7 @@ def run(
         typer.Option("--shim/--no-shim", help="landjail: preload the connect shim (faster name lookups; default on)."),
     ] = None,
     proxy_port: Annotated[
-        int | None, typer.Option("--proxy-port", help="The proxy's loopback port (default: random).")
+        int | None, typer.Option("--proxy-port", metavar="PORT", help="The proxy's loopback port (default: random).")
     ] = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -165,11 +207,13 @@ def run(
 
 @app.command()
 def explain(
-    target: Annotated[str, typer.Argument(help="URL, or HOST:PORT for an opaque connection.")],
+    target: Annotated[str, typer.Argument(metavar="URL|HOST:PORT", help="URL, or HOST:PORT for an opaque connection.")],
     allow: Allow = [],  # noqa: B006
     deny: Deny = [],  # noqa: B006
     config: ConfigOpt = None,
-    method: Annotated[str | None, typer.Option("--method", help="HTTP method (default GET for URLs).")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", metavar="METHOD", help="HTTP method (default GET for URLs).")
+    ] = None,
 ) -> None:
     """Print the decision for TARGET and the rule that decided it (exit 0 allow, 1 deny, 2 bad input)."""
     from .explain import explain_target
@@ -188,7 +232,7 @@ def proxy(
     allow: Allow = [],  # noqa: B006
     deny: Deny = [],  # noqa: B006
     config: ConfigOpt = None,
-    port: Annotated[int | None, typer.Option("--port", help="Loopback port (default: random).")] = None,
+    port: Annotated[int | None, typer.Option("--port", metavar="PORT", help="Loopback port (default: random).")] = None,
     audit_log: AuditLog = None,
     mitm: Mitm = None,
     upstream_proxy: UpstreamProxyOpt = None,
@@ -223,12 +267,29 @@ def doctor() -> None:
 
 
 def main() -> None:
-    """Console entry point: usage errors of ``run`` exit 125 like boundary's own failures."""
+    """Console entry point. A usage error is one line (``run``'s exits 125 like boundary's own failures, the
+    others 2); everything else exits as the command said."""
+    from typer import _click as click
+
+    sub = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     try:
-        app()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        sub = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        if code == EXIT_BAD_INPUT and sub == "run" and not _COMMAND_STATUS:
-            code = EXIT_BOUNDARY
-        sys.exit(code)
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.UsageError as e:
+        usage = "boundary run [OPTIONS] -- COMMAND [ARGS...]" if sub == "run" else "boundary -h"
+        if sub in ("explain", "proxy", "doctor"):
+            usage = f"boundary {sub} -h"
+        typer.echo(f"boundary: {_usage_message(e)} (usage: {usage})", err=True)
+        sys.exit(EXIT_BOUNDARY if sub == "run" else EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(e: Exception) -> str:
+    msg = str(getattr(e, "format_message", lambda: str(e))())
+    if "Missing parameter: command" in msg or ("Missing argument" in msg and "COMMAND" in msg):
+        return "no command given"
+    return msg.splitlines()[0] if msg else "bad usage"

@@ -142,8 +142,9 @@ class LandJail:
         for root in roots:
             grants = self.fs.grants([root], holes)
             if grants != [root] and os.path.isdir(root) and not any(under(root, h) for h in holes):
-                log.warning("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
-                            "directly in it cannot be created", root)  # fmt: skip
+                # said with -v only: it is so for every run from a HOME that holds secrets (README says it)
+                log.info("%s holds hidden paths: landjail can grant only what is in it now, so new entries "
+                         "directly in it cannot be created", root)  # fmt: skip
             out += grants
         return out
 

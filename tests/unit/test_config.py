@@ -49,3 +49,13 @@ def test_publish_ports(tmp_path: Path, given: list[str], want: tuple[int, ...]) 
 def test_bad_publish_ports_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="--publish"):
         build_config(Flags(publish=[bad], workspace=tmp_path), {"HOME": str(tmp_path)})
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("allowlist:\n  - a.test\n  bad: [\n")
+    with pytest.raises(ConfigError) as e:
+        build_config(Flags(config=cfg, workspace=tmp_path), {"HOME": str(tmp_path)})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"config file {cfg}:3: not valid YAML: "), msg
