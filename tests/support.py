@@ -383,6 +383,18 @@ class BannerEcho:
         self._sock.close()
 
 
+def own_address() -> str | None:
+    """This machine's first non-loopback IPv4 address (traffic to it stays on the machine)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            addr = msg.get_attr("IFA_ADDRESS")
+            if addr and not addr.startswith("127."):
+                return str(addr)
+    return None
+
+
 class Canary:
     """A TCP listener and a UDP socket on host loopback that must never hear from a jail."""
 

@@ -84,8 +84,10 @@ def test_credentials_and_the_ca_key_are_hidden(tmp_path: Path, home: Path, mode:
 def test_ro_reveals_a_hidden_path(tmp_path: Path, home: Path) -> None:
     r = boundary_run(tmp_path, "--jail-type", "nsjail", "--ro", str(home / ".ssh"), "--", "sh", "-c",
                      "cat ~/.ssh/id_ed25519; touch ~/.ssh/new; echo touch=$?", env={"HOME": str(home)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
     assert "ssh-key" in r.stdout
     assert "touch=1" in r.stdout
+    assert not (home / ".ssh" / "new").exists()
 
 
 def test_container_engine_socket_is_out_of_reach(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from tests.support import (
     boundary_cmd,
     boundary_env,
     boundary_run,
+    own_address,
     processes_with,
     pty_run,
     unix_listener,
@@ -261,17 +263,33 @@ def test_ctrl_c_interrupts_the_command_not_boundary(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", ["nft", "iptables-nft", "iptables-legacy"])
 def test_every_firewall_backend_redirects(tmp_path: Path, backend: str, plain: Upstream) -> None:
+    canary = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    canary.bind((own_address() or "127.0.0.1", 0))  # the host's own address: what a leak would reach
+    canary.setblocking(False)
+    ip, port = canary.getsockname()
+    udp = (
+        "import errno, socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "try:\n    s.sendto(b'leaked', (sys.argv[1], int(sys.argv[2])))\n"
+        "    print('udp sent')\nexcept OSError as e:\n    print('udp', errno.errorcode[e.errno])\n"
+    )
     script = (
         f"getent hosts some.invalid && curl -sS --max-time 30 http://plain.test:{plain.port}/fw; "
-        "exec 3<>/dev/udp/192.0.2.1/9 && echo leaked >&3"
+        f'python3 -c "$0" {ip} {port}'
     )
     env = {"BOUNDARY_FIREWALL": backend}
     shm_before = set(os.listdir("/dev/shm"))
-    r = boundary_run(tmp_path, *NS, *MAP, "--allow", "domain=plain.test", "--", "sh", "-c", script, env=env)
-    assert set(os.listdir("/dev/shm")) <= shm_before  # iptables-legacy's lock file stayed inside the jail
-    assert r.returncode != 0  # the UDP write failed
-    assert "198.18." in r.stdout
-    assert "hello from /fw" in r.stdout, r.stderr
+    try:
+        r = boundary_run(tmp_path, *NS, *MAP, "--allow", "domain=plain.test", "--", "sh", "-c", script, udp, env=env)
+        assert set(os.listdir("/dev/shm")) <= shm_before  # iptables-legacy's lock file stayed inside the jail
+        assert r.returncode == 0, r.stderr
+        assert "198.18." in r.stdout
+        assert "hello from /fw" in r.stdout, r.stderr
+        assert r.stdout.rstrip().endswith("udp EPERM"), r.stdout  # the jail's firewall refuses it at once
+        with pytest.raises(BlockingIOError):
+            canary.recvfrom(100)
+    finally:
+        canary.close()
 
 
 def test_hidden_paths_and_unix_sockets_are_out_of_reach(tmp_path: Path) -> None:

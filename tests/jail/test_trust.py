@@ -32,4 +32,5 @@ def test_intercepted_https_is_trusted_by_default_tools(tmp_path: Path, ca: CA, t
     state = tmp_path.parent / f"{tmp_path.name}.boundary" / "state"
     assert (state / "boundary-trust" / "ca-bundle.pem").exists()
     key = state / "boundary" / "ca" / "mitmproxy-ca.pem"
-    assert key.stat().st_mode & 0o077 == 0 or (key.parent.stat().st_mode & 0o077) == 0
+    assert key.stat().st_mode & 0o777 == 0o600  # the CA's key: the user's alone
+    assert key.parent.stat().st_mode & 0o777 == 0o700

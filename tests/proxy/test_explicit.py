@@ -79,8 +79,8 @@ def test_allowed_https_passthrough_uses_upstream_cert(proxy, tls: Upstream, ca: 
 
 def test_denied_connect_gets_403_naming_the_allow(proxy, tls: Upstream) -> None:  # type: ignore[no-untyped-def]
     r = curl("-x", proxy.url, "-k", "-v", f"https://denied.test:{tls.port}/")
-    assert r.returncode != 0
-    assert "403" in r.stderr
+    assert r.returncode == 56  # CONNECT tunnel failed
+    assert "< HTTP/1.1 403 Forbidden" in r.stderr
     recs = proxy.wait_audit(lambda x: x["host"] == "denied.test")
     assert recs[0]["decision"] == "deny"
     assert "--allow domain=denied.test" in proxy.stderr.read_text()
@@ -134,13 +134,14 @@ def test_intercepted_path_rules(proxy, tls: Upstream) -> None:  # type: ignore[n
 def test_private_upstream_refused_without_allow_private(tmp_path: Path, plain: Upstream) -> None:
     with boundary_proxy(tmp_path, "--allow", "domain=plain.test", "--host-map", "plain.test=127.0.0.1") as p:
         r = curl("-x", p.url, "-i", "-p", f"http://plain.test:{plain.port}/")
-        assert r.returncode != 0
-        assert "403" in r.stderr or "403" in r.stdout
+        assert r.returncode == 56  # CONNECT tunnel failed
+        assert r.stdout.startswith("HTTP/1.1 403 Forbidden\n"), r.stdout
         recs = p.wait_audit(lambda x: x["host"] == "plain.test")
         assert recs[-1]["decision"] == "deny"
         assert "--allow-private" in str(recs[-1]["reason"])
         ip = curl("-x", p.url, "-i", "-p", f"http://127.0.0.1:{plain.port}/")
-        assert ip.returncode != 0
+        assert ip.returncode == 56
+        assert ip.stdout.startswith("HTTP/1.1 403 Forbidden\n"), ip.stdout
 
 
 def read_until(sock: socket.socket | ssl.SSLSocket, marker: bytes, limit: int = 1 << 20) -> bytes:

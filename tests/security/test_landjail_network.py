@@ -13,23 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute
 
-from tests.support import CA, Upstream, boundary_run, wait_for
+from tests.support import CA, Upstream, boundary_run, own_address, wait_for
 
 HERE = Path(__file__).resolve().parent.parent / "static"
 LJ = ("--jail-type", "landjail", "--allow-private", "--host-map", "secure.test=127.0.0.1",
       "--host-map", "other.test=127.0.0.1")  # fmt: skip
-
-
-def own_address() -> str | None:
-    """This machine's first non-loopback IPv4 address (traffic to it stays on the machine)."""
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=socket.AF_INET):
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr and not addr.startswith("127."):
-                return str(addr)
-    return None
 
 
 @pytest.fixture(scope="session")
