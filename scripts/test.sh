@@ -9,10 +9,18 @@ TEST_USER=${BOUNDARY_TEST_USER:-boundary-test}
 
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
-if [ "$(id -u)" = 0 ]; then
+# real root (uid 0 of the initial user namespace), not root in a namespace made by `unshare -r`, which can
+# neither install packages nor add users: it runs the suite as it is
+real_root() {
+  [ "$(id -u)" = 0 ] && awk '$1 == 0 && $2 == 0 && $3 == 4294967295 { ok = 1 } END { exit !ok }' /proc/self/uid_map
+}
+
+if real_root; then
   log "installing system packages"
   "$here/scripts/system-packages.sh" python3 python3-venv python3-dev gcc libc6-dev curl ca-certificates iptables \
     nftables dnsutils iproute2 util-linux libseccomp2 git tmux musl-tools libssl-dev
+  # the e2e tests run npm and npx: Debian's, unless the machine already has a node of its own
+  command -v npm >/dev/null 2>&1 || "$here/scripts/system-packages.sh" nodejs npm
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     log "creating unprivileged user $TEST_USER"
     useradd --create-home --shell /bin/bash "$TEST_USER"
@@ -33,6 +41,17 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 cd "$here"
+# what the suite runs, by the Debian package that brings it (installed above when run as root)
+missing=""
+for need in python3:python3 gcc:gcc musl-gcc:musl-tools curl:curl git:git tmux:tmux node:nodejs npm:npm \
+  nft:nftables iptables-restore:iptables; do
+  command -v "${need%%:*}" >/dev/null 2>&1 || missing="$missing ${need#*:}"
+done
+[ -e /usr/include/openssl/ssl.h ] || missing="$missing libssl-dev"
+if [ -n "$missing" ]; then
+  log "missing:$missing (run scripts/test.sh as root once, or: apt-get install$missing)"
+  exit 1
+fi
 venv=${BOUNDARY_TEST_VENV:-$here/.venv}
 # Debian's interpreter: any user can run it (a pyenv under /root cannot be)
 py=/usr/bin/python3

@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def registry_host() -> str:
     npm = shutil.which("npm")
     if npm is None:
-        pytest.fail("npm is not installed (scripts/system-packages.sh installs it where it is missing)")
+        pytest.fail("npm is not installed (scripts/test.sh as root installs Debian's nodejs and npm)")
     url = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, check=True, timeout=60)
     host = urlsplit(url.stdout.strip()).hostname
     assert host, f"npm config get registry gave {url.stdout!r}"

@@ -233,13 +233,14 @@ def test_two_jails_run_concurrently(tmp_path: Path, ca: CA, tls: Upstream) -> No
 
 
 def test_terminal_works_interactively_with_job_control(tmp_path: Path) -> None:
-    argv = boundary_cmd(tmp_path, *NS, "--", "bash", "--norc", "--noprofile", "-i")
+    # the prompt is set: a root shell's default one (under `unshare -r`) would end in "# "
+    argv = boundary_cmd(tmp_path, *NS, "--", "env", "PS1=ready> ", "bash", "--norc", "--noprofile", "-i")
     status, out = pty_run(
         tmp_path,
         argv,
         # markers are computed ($((...))), so the terminal's echo of what we type never matches them
         [
-            ("$ ", b"tty; echo A$((1+1))\n"),
+            ("ready> ", b"tty; echo A$((1+1))\n"),
             ("A2", b"sleep 987654321 & jobs; echo B$((1+1))\n"),
             # a job's process group signalled by the shell (boundary does a group kill on the jail's behalf, so
             # that it reaches none but the jail's own processes): the job dies of it, status 128+15
