@@ -164,6 +164,9 @@ class AuditSink:
             what = f"{d.method} {scheme}://{d.host}:{d.port}{d.path or ''}"
         else:
             what = f"{scheme.upper() if scheme == 'connect' else scheme} {d.host}:{d.port}"
+        if d.upstream_failed:
+            self._write_err(f"boundary: {what} is allowed, but the upstream failed: {reason}")
+            return
         hint = d.suggestion()
         self._write_err(f"boundary: denied {what} ({reason}){'; to allow: ' + hint if hint else ''}")
 

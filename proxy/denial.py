@@ -18,6 +18,8 @@ class Pin:
 
 def denial_body(d: Decision, what: str) -> str:
     hint = d.suggestion()
+    if d.upstream_failed:
+        return f"boundary: {what} is allowed, but the upstream could not be reached: {d.reason}.\n"
     lines = [f"boundary: {what} was denied ({d.reason})."]
     if d.rule_text:
         lines.append(f"Deciding rule: {d.rule_text}")

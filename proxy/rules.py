@@ -392,6 +392,8 @@ class Decision:
     path: str | None = None
     l7_miss: bool = False  # an allow rule named this host/port, but not this method/path
     dot_form: str | None = None  # N when an allow rule names N or *.N and '.N' would cover this host
+    upstream_failed: bool = False  # allowed by the rules, but the upstream could not be reached
+    guarded: bool = False  # allowed by the rules, but the name resolves to a private address (--allow-private)
 
     @property
     def rule_text(self) -> str | None:
@@ -399,7 +401,7 @@ class Decision:
 
     def suggestion(self) -> str:
         """The flag that would let this through, or how to unblock it."""
-        if self.allowed:
+        if self.allowed or self.upstream_failed or self.guarded:  # no rule would change it; the reason says why
             return ""
         if self.rule is not None and self.rule.action is Action.DENY:
             return f"denied by {self.rule.flag}; deny rules win, remove it to allow"

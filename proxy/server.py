@@ -240,9 +240,12 @@ class ProxyServer:
                 await loop.sock_sendall(conn, data)
         conn.close()
 
-    async def _deny_http(self, conn: socket.socket, d: Decision, what: str, *, event: str, scheme: str) -> None:
+    async def _deny_http(
+        self, conn: socket.socket, d: Decision, what: str, *, event: str, scheme: str,
+        status: tuple[int, str] = (403, "Forbidden"),
+    ) -> None:  # fmt: skip
         self.audit.decision(d, event=event, scheme=scheme)
-        await self._send_and_close(conn, http_response(403, "Forbidden", denial_body(d, what)))
+        await self._send_and_close(conn, http_response(*status, denial_body(d, what)))
 
     async def _pass(
         self, conn: socket.socket, d: Decision, first_up: bytes, *, scheme: str, reply: bytes = b""
@@ -255,9 +258,14 @@ class ProxyServer:
             except OSError as e:  # not even a socket for it (EMFILE, ENOBUFS): answered like a failed connect
                 raise UpstreamError(f"cannot connect to {d.host}:{d.port}: {e.strerror}") from e
         except UpstreamError as e:
-            denied = Decision(False, d.host, d.port, d.rule, e.reason, d.method, d.path)
+            denied = Decision(
+                False, d.host, d.port, d.rule, e.reason, d.method, d.path, upstream_failed=not e.guard, guarded=e.guard
+            )
             if reply:  # explicit CONNECT: the client can still read an answer
-                await self._deny_http(conn, denied, f"CONNECT {d.host}:{d.port}", event="connection", scheme=scheme)
+                await self._deny_http(
+                    conn, denied, f"CONNECT {d.host}:{d.port}", event="connection", scheme=scheme,
+                    status=(403, "Forbidden") if e.guard else (502, "Bad Gateway"),
+                )  # fmt: skip
             else:
                 self.audit.decision(denied, event="connection", scheme=scheme)
                 conn.close()

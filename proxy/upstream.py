@@ -34,11 +34,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached, or may not be reached; ``reason`` is for the audit."""
+    """The upstream could not be reached, or may not be reached; ``reason`` is for the audit. ``guard``: refused
+    by the private-address guard (a decision, 403), not a failure (502)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, guard: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.guard = guard
 
 
 def is_forbidden(ip: IPAddress) -> bool:
@@ -111,7 +113,8 @@ class Upstream:
         ok = [a for a in addrs if not is_forbidden(a)]
         if not ok:
             raise UpstreamError(
-                f"{host} resolves to {addrs[0]}, a loopback/private/link-local address (use --allow-private to permit)"
+                f"{host} resolves to {addrs[0]}, a loopback/private/link-local address (use --allow-private to permit)",
+                guard=True,
             )
         return ok
 

@@ -58,6 +58,15 @@ class Listeners:
             out.close()
             raise BoundaryError("bind the proxy's loopback listeners", e.strerror or str(e)) from e
         out.origins = Origins()
+        try:  # the command reaches everything through loopback: it must work here
+            socket.create_connection(("127.0.0.1", out.port), timeout=5).close()
+        except OSError as e:
+            out.close()
+            raise BoundaryError(
+                "reach the proxy on 127.0.0.1", e.strerror or str(e),
+                hint="the loopback interface is down in this network namespace (ip link set lo up), or a firewall "
+                "blocks loopback",
+            ) from e  # fmt: skip
         return out
 
     @property

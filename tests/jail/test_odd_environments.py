@@ -74,3 +74,35 @@ def test_a_missing_workspace_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 125
     assert r.stderr.strip().splitlines() == [f"boundary: --workspace {tmp_path / 'missing'} does not exist (the "
                                               "command runs there; create it first)"]  # fmt: skip
+
+
+def _in_empty_netns(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a new user + network namespace (no network at all; nothing can leave it)."""
+    from tests.support import boundary_env
+
+    return subprocess.run(["unshare", "-rn", "sh", "-c", script], env=boundary_env(tmp_path), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_landjail_where_loopback_is_down_says_so(tmp_path: Path) -> None:
+    from tests.support import boundary_cmd
+
+    argv = " ".join(boundary_cmd(tmp_path, "--jail-type", "landjail", "--", "true"))
+    r = _in_empty_netns(tmp_path, argv)
+    assert r.returncode == 125, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("boundary: failed to reach the proxy on 127.0.0.1: Network is unreachable"), r.stderr
+    assert "ip link set lo up" in lines[0]
+
+
+def test_an_upstream_failure_is_not_called_a_denial(tmp_path: Path) -> None:
+    from tests.support import boundary_cmd
+
+    argv = " ".join(boundary_cmd(tmp_path, "--jail-type", "landjail", "--allow", "nowhere.test", "--",
+                                 "curl", "-sS", "https://nowhere.test/"))  # fmt: skip
+    r = _in_empty_netns(tmp_path, f"ip link set lo up && {argv}")
+    assert r.returncode == 56, r.stderr  # curl: the CONNECT failed (502)
+    assert "CONNECT nowhere.test:443 is allowed, but the upstream failed: cannot resolve nowhere.test" in r.stderr
+    assert "to allow" not in r.stderr
+    assert "response 502" in r.stderr

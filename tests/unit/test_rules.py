@@ -304,3 +304,17 @@ def test_decide_request_total_on_any_path(path: str) -> None:
     p = Policy.from_strings(["domain=x.com path=/a/*"])
     d = p.decide_request("x.com", 443, "GET", "/" + path)
     assert isinstance(d.allowed, bool)
+
+
+def test_an_upstream_failure_suggests_no_rule() -> None:
+    from proxy.denial import denial_body
+    from proxy.rules import Decision
+
+    failed = Decision(False, "a.test", 443, None, "cannot resolve a.test", upstream_failed=True)
+    guarded = Decision(False, "a.test", 443, None, "a.test resolves to 10.0.0.1 (use --allow-private)", guarded=True)
+    assert failed.suggestion() == ""
+    assert guarded.suggestion() == ""
+    assert denial_body(failed, "CONNECT a.test:443") == (
+        "boundary: CONNECT a.test:443 is allowed, but the upstream could not be reached: cannot resolve a.test.\n"
+    )
+    assert "To allow" not in denial_body(guarded, "CONNECT a.test:443")
