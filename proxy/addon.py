@@ -23,13 +23,18 @@ from .upstream import Upstream, UpstreamError
 
 
 class _Counter:
-    __slots__ = ("n",)
+    """Counts a streamed body; mitmproxy calls it once more with b"" at the body's end."""
+
+    __slots__ = ("done", "n")
 
     def __init__(self) -> None:
         self.n = 0
+        self.done = False
 
     def __call__(self, data: bytes) -> bytes:
         self.n += len(data)
+        if not data:
+            self.done = True
         return data
 
 
@@ -157,6 +162,11 @@ class Enforcer:
         flow.metadata["boundary_done"] = True
         up, down = flow.metadata.get("boundary_up"), flow.metadata.get("boundary_down")
         t0 = flow.metadata.get("boundary_t0", time.monotonic())
+        reason = f"allowed by rule; upstream error: {err}" if err else None
+        if err and isinstance(down, _Counter) and down.done:
+            reason = None  # the response ended normally; the client left afterwards
+        elif err and "client disconnected" in err.lower():
+            reason = "allowed by rule; the client closed the connection before the response ended"
         self.audit.decision(
             d,
             event="request",
@@ -164,7 +174,7 @@ class Enforcer:
             bytes_up=up.n if isinstance(up, _Counter) else 0,
             bytes_down=down.n if isinstance(down, _Counter) else 0,
             duration_ms=(time.monotonic() - t0) * 1000,
-            reason=f"allowed by rule; upstream error: {err}" if err else None,
+            reason=reason,
         )
 
     # -- long-lived flows: keep memory bounded -------------------------------

@@ -474,6 +474,8 @@ class Policy:
         except UnicodeDecodeError:
             return Decision(False, host, port, None, "undecodable percent-encoding in path", method, path)
         shown = "/" + "/".join(segments)
+        if segments and path.split("?", 1)[0].split("#", 1)[0].endswith("/"):
+            shown += "/"  # as asked: /simple/ is not /simple to the server (matching ignores it)
         for r in self._deny:
             if r.matches_l4(host, port) and r.matches_l7(method, segments):
                 return Decision(False, host, port, r, "matched a deny rule", method, shown)

@@ -148,6 +148,12 @@ class Upstream:
 
     def _route(self, conn: socket.socket, f: object, method: str, path: str, headers: dict[str, str]) -> bool:
         """Answer one request; return False to close the connection."""
+        if path.startswith("/sse-hold"):  # chunked: one event, then the stream stays open until the gate opens
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.sendall(b"b\r\ndata: one\n\n\r\n")
+            self.sse_gate.wait(READY_TIMEOUT)
+            conn.sendall(b"0\r\n\r\n")
+            return False
         if path.startswith("/sse"):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             conn.sendall(b"data: one\n\n")

@@ -186,6 +186,32 @@ def test_sse_first_event_arrives_before_server_finishes(tmp_path: Path, tls: Ups
         rest = read_until(t, b"data: two\n\n")
         assert b"data: two" in rest
         t.close()
+        recs = p.wait_audit(lambda x: x["host"] == "sse.test" and x["event"] in ("request", "connection"))
+        assert recs[-1]["decision"] == "allow"
+        assert "upstream error" not in str(recs[-1]["reason"]), recs[-1]  # the stream ended: no error
+
+
+def test_a_client_leaving_a_stream_is_not_an_upstream_error(tmp_path: Path, tls: Upstream, ca: CA) -> None:
+    """An agent reads the event it waits for and hangs up while the server still holds the stream open."""
+    with boundary_proxy(
+        tmp_path, "--allow", "domain=sse.test path=/sse-hold", "--allow-private", "--upstream-ca", str(ca.ca_pem),
+        "--host-map", "sse.test=127.0.0.1",
+    ) as p:  # fmt: skip
+        tls.sse_gate.clear()
+        s = _connect_tunnel(p.port, "sse.test", tls.port)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the mitm CA is created on first use
+        t = ctx.wrap_socket(s, server_hostname="sse.test")
+        t.sendall(b"GET /sse-hold HTTP/1.1\r\nHost: sse.test\r\n\r\n")
+        assert b"data: one" in read_until(t, b"data: one\n\n")
+        t.close()
+        try:
+            recs = p.wait_audit(lambda x: x["host"] == "sse.test" and x["event"] == "request")
+        finally:
+            tls.sse_gate.set()
+        assert recs[-1]["decision"] == "allow"
+        assert recs[-1]["reason"] == "allowed by rule; the client closed the connection before the response ended"
 
 
 def test_websocket_through_intercepting_proxy(tmp_path: Path, tls: Upstream, ca: CA) -> None:

@@ -318,3 +318,12 @@ def test_an_upstream_failure_suggests_no_rule() -> None:
         "boundary: CONNECT a.test:443 is allowed, but the upstream could not be reached: cannot resolve a.test.\n"
     )
     assert "To allow" not in denial_body(guarded, "CONNECT a.test:443")
+
+
+@pytest.mark.parametrize(("path", "shown"), [("/simple/", "/simple/"), ("/simple", "/simple"), ("/", "/"),
+                                             ("/a/./b/?q=1", "/a/b/"), ("/a/../", "/")])  # fmt: skip
+def test_the_decided_path_keeps_its_trailing_slash(path: str, shown: str) -> None:
+    from proxy.rules import Policy
+
+    d = Policy(()).decide_request("a.test", 443, "GET", path)
+    assert d.path == shown
