@@ -257,11 +257,13 @@ def proxy(
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
     """Which jail modes work here, and exactly why not + how to fix (exit 0 when one does)."""
     from .doctor import report
 
-    code, text = report()
+    code, text = report(as_json=as_json)
     typer.echo(text)
     raise typer.Exit(code)
 

@@ -32,7 +32,7 @@ YAML_KEYS = {
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
     "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim",
 }  # fmt: skip
-FIREWALL_BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
+FIREWALL_BACKENDS = ("netlink", "nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
 LOG_LEVELS = ("error", "warn", "warning", "info", "debug")
 # nsjail: each tmpfs the command writes (/tmp, /dev/shm, --tmpfs) holds at most this much of the host's memory

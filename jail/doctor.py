@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .config import FIREWALL_BACKENDS
 from .errors import describe
 from .kernel import firewall, landlock, syscalls, unotify
-from .modes.nsjail import HINT_FIREWALL, HINT_USERNS
+from .modes.nsjail import HINT_FIREWALL, HINT_USERNS, USERNS_STEP
 from .shim import shim_path
 
 
@@ -28,31 +28,47 @@ class Check:
         return f"{self.name}: {state}: {self.detail}" + (f" (hint: {self.hint})" if self.hint and not self.ok else "")
 
 
-def _in_child(attempt: Callable[[], None]) -> str | None:
-    """Run ``attempt`` in a short-lived child (it may change the process for good); None when it worked,
-    else why not."""
+def _in_child(attempt: Callable[[], None]) -> tuple[bool, str]:
+    """Run ``attempt`` in a short-lived child (it may change the process for good): (True, what it printed)
+    when it worked, else (False, why not)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             os.close(r)
+            os.dup2(w, 1)
             attempt()
         except OSError as e:
-            os.write(w, describe(e).encode())
+            os.write(w, (e.strerror or describe(e)).encode())
             code = 1
         finally:
             os._exit(code)
     os.close(w)
     with os.fdopen(r, "rb") as f:
-        why = f.read().decode()
-    os.waitpid(pid, 0)
-    return why or None
+        said = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0, said
 
 
-def _try_userns() -> str | None:
-    """None when an unprivileged user + network namespace can be created, else why not."""
-    return _in_child(lambda: syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET))
+def _nsjail_environment() -> None:
+    """nsjail's environment steps (nsjail.ENVIRONMENT_STEPS), as run does them: a user + network namespace,
+    then the jail's own rules with the first firewall back end that works. Raises OSError naming the step."""
+    import tempfile
+
+    from .modes.nsjail import JAIL_RULES_STEP, USERNS_STEP
+
+    step = USERNS_STEP
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWUSER | syscalls.CLONE_NEWNET)
+        step = JAIL_RULES_STEP
+        with tempfile.TemporaryDirectory() as lock_dir:
+            used = firewall.apply(firewall.jail_rules(), lock_dir=lock_dir, backends=FIREWALL_BACKENDS)
+    except firewall.FirewallError as e:
+        raise OSError(0, f"{step}: {e.detail}") from e
+    except OSError as e:
+        raise OSError(e.errno, f"{step}: {describe(e)}") from e
+    print(used, end="", flush=True)
 
 
 def _notify() -> None:
@@ -77,19 +93,19 @@ def _notify() -> None:
 
 def _try_notify() -> str | None:
     """None when a seccomp user-notification filter loads and pidfd_getfd works, else why not."""
-    return _in_child(_notify)
+    ok, why = _in_child(_notify)
+    return None if ok else why
 
 
 def checks() -> list[Check]:
     out = []
-    why = _try_userns()
-    backends = firewall.installed(FIREWALL_BACKENDS)
-    if why is not None:
-        out.append(Check("nsjail", False, f"unprivileged user namespaces are refused: {why}", HINT_USERNS))
-    elif not backends:
-        out.append(Check("nsjail", False, "neither nft nor iptables-restore is installed", HINT_FIREWALL))
+    ok, said = _in_child(_nsjail_environment)
+    if ok:
+        out.append(Check("nsjail", True, f"unprivileged user namespaces work; firewall back end {said}"))
+    elif said.startswith(USERNS_STEP):
+        out.append(Check("nsjail", False, f"unprivileged user namespaces are refused ({said})", HINT_USERNS))
     else:
-        out.append(Check("nsjail", True, f"unprivileged user namespaces work; firewall tool {backends[0][0]}"))
+        out.append(Check("nsjail", False, f"no firewall back end works ({said})", HINT_FIREWALL))
     abi = landlock.abi_version()
     if abi < landlock.MIN_ABI:
         out.append(Check("landjail", False, f"Landlock ABI {abi} (TCP rules need ABI {landlock.MIN_ABI}+)",
@@ -113,10 +129,26 @@ def checks() -> list[Check]:
     return out
 
 
-def report() -> tuple[int, str]:
-    """(exit status, text): 0 when at least one mode works."""
+def auto_choice(cs: list[Check]) -> str | None:
+    """What --jail-type auto uses, from the checks (run falls back on the same failures: nsjail.ENVIRONMENT_STEPS)."""
+    modes = [c.name for c in cs if c.name in ("nsjail", "landjail") and c.ok]
+    return modes[0] if modes else None
+
+
+def report(*, as_json: bool = False) -> tuple[int, str]:
+    """(exit status, text or JSON): 0 when at least one mode works."""
     cs = checks()
-    modes = [c for c in cs if c.name in ("nsjail", "landjail") and c.ok]
-    auto = modes[0].name if modes else "none: boundary run will refuse (exit 125)"
-    lines = [c.line() for c in cs] + [f"--jail-type auto would use: {auto}"]
-    return (0 if modes else 1), "\n".join(lines)
+    auto = auto_choice(cs)
+    code = 0 if auto else 1
+    if as_json:
+        import json
+
+        data = {
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail, "hint": c.hint} for c in cs},
+            "auto": auto,
+        }
+        return code, json.dumps(data, indent=2)
+    lines = [c.line() for c in cs] + [
+        f"--jail-type auto would use: {auto or 'none: boundary run will refuse (exit 125)'}"
+    ]
+    return code, "\n".join(lines)

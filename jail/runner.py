@@ -64,9 +64,10 @@ def build_proxy(
 
 
 def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listeners]:
-    """The jail for ``--jail-type``, prepared. auto: nsjail, or landjail where user namespaces are refused."""
+    """The jail for ``--jail-type``, prepared. auto: nsjail, or landjail where the host cannot give nsjail what it
+    needs (a failure in one of nsjail.ENVIRONMENT_STEPS: the same steps `boundary doctor` tries)."""
     from .modes.landjail import LandJail
-    from .modes.nsjail import USERNS_STEP, NsJail
+    from .modes.nsjail import ENVIRONMENT_STEPS, NsJail
 
     with contextlib.suppress(OSError):  # boundary's own (hidden in the jail): made before the policy looks
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -107,9 +108,9 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         return jail, jail.prepare()
     except BoundaryError as e:
         jail.close()
-        if config.jail_type is JailType.NSJAIL or e.step != USERNS_STEP:
+        if config.jail_type is JailType.NSJAIL or e.step not in ENVIRONMENT_STEPS:
             raise
-        log.info("user namespaces are refused here (%s); using landjail", e.detail)
+        log.info("nsjail cannot run here (failed to %s: %s); using landjail", e.step, e.detail)
     _audit_out_of_reach(config, fs, "landjail")
     jail = LandJail(config, command, fs, env, tools)
     return jail, jail.prepare()

@@ -1,7 +1,7 @@
-"""The gateway namespace's packet rules: built as text by pure functions, applied
-in one transaction by ``nft -f -`` or, where nft is missing or refused,
-``iptables-restore`` + ``ip6tables-restore`` (nft backend, then legacy with a
-private lock file).
+"""The gateway namespace's packet rules: built by pure functions, applied over netlink
+from Python (jail.kernel.nftnl: nothing to install) or, where that is refused, in one
+transaction by ``nft -f -`` or ``iptables-restore`` + ``ip6tables-restore`` (nft
+backend, then legacy with a private lock file).
 
 What the rules say (gateway side, traffic arriving from the jail's veth):
 every TCP connection, any address and port, IPv4 and IPv6, is redirected to the
@@ -21,6 +21,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from . import nftnl
+
 ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
 ND_ICMP6 = (133, 134, 135, 136)
 
@@ -34,11 +36,12 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """One rule set in both syntaxes: nft, and iptables-restore input for IPv4 and IPv6."""
+    """One rule set in every form: netlink data, nft text, and iptables-restore input for IPv4 and IPv6."""
 
     nft: str
     ipv4: str
     ipv6: str
+    netlink: nftnl.Table
 
 
 def gateway_rules(p: Plan) -> Rules:
@@ -84,7 +87,7 @@ table inet boundary {{
             "COMMIT\n"
         )
 
-    return Rules(nft, ipt(False), ipt(True))
+    return Rules(nft, ipt(False), ipt(True), nftnl.gateway_table(p.iface, p.proxy_port, p.dns_port))
 
 
 def jail_rules() -> Rules:
@@ -113,7 +116,7 @@ table inet boundary {{
             "COMMIT\n"
         )
 
-    return Rules(nft, ipt(False), ipt(True))
+    return Rules(nft, ipt(False), ipt(True), nftnl.jail_table())
 
 
 def _nd_accept(chain: str, match: str) -> str:
@@ -139,8 +142,9 @@ def _run(argv: list[str], text: str, env: Mapping[str, str]) -> str | None:
     return None
 
 
-# the helpers each back end runs: nft alone, or an IPv4 + IPv6 restore pair
-TOOLS = {
+# the helpers each back end runs: none (netlink from Python), nft alone, or an IPv4 + IPv6 restore pair
+TOOLS: dict[str, tuple[str, ...]] = {
+    "netlink": (),
     "nft": ("nft",),
     "iptables-nft": ("iptables-nft-restore", "ip6tables-nft-restore"),
     "iptables-legacy": ("iptables-legacy-restore", "ip6tables-legacy-restore"),
@@ -165,6 +169,13 @@ def apply(rules: Rules, *, lock_dir: str, backends: Sequence[str]) -> str:
     env = {"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL": "C"}
     errors: list[str] = []
     for name, tools in installed(backends):
+        if name == "netlink":
+            try:
+                nftnl.apply(rules.netlink)
+                return name
+            except Exception as e:  # pyroute2's NetlinkError is no OSError: the next back end
+                errors.append(f"netlink: {getattr(e, 'strerror', None) or e}")
+                continue
         if name == "nft":
             err = _run([tools[0], "-f", "-"], rules.nft, env)
         else:
@@ -175,5 +186,5 @@ def apply(rules: Rules, *, lock_dir: str, backends: Sequence[str]) -> str:
             return name
         errors.append(err)
     if not errors:
-        raise FirewallError("neither nft nor iptables-restore is installed")
+        raise FirewallError("none of the firewall back ends " + ", ".join(backends) + " is available")
     raise FirewallError("; ".join(errors))

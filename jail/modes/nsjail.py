@@ -40,13 +40,19 @@ PROXY_PORT = 15001
 DNS_PORT = 53
 SETUP_TIMEOUT = 30.0
 USERNS_STEP = "create the jail's user namespace"
+GATEWAY_RULES_STEP = "apply the redirect rules in the gateway"
+JAIL_RULES_STEP = "apply the jail's output filter"
+# the host cannot give nsjail what it needs: --jail-type auto then uses landjail (run and doctor alike)
+ENVIRONMENT_STEPS = frozenset({USERNS_STEP, GATEWAY_RULES_STEP, JAIL_RULES_STEP})
 EXIT_BOUNDARY = 125
 
 HINT_USERNS = (
     "unprivileged user namespaces are refused here (see sysctls kernel.unprivileged_userns_clone, "
     "user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns); use --jail-type landjail"
 )
-HINT_FIREWALL = "install nftables or iptables (Debian: apt-get install nftables iptables); use --jail-type landjail"
+HINT_FIREWALL = (
+    "the kernel needs nf_tables (or install nftables / iptables for the other back ends); or --jail-type landjail"
+)
 
 
 class _StepError(Exception):
@@ -320,13 +326,13 @@ def _prepare_namespaces(
     listeners: list[socket.socket] = _step("create the proxy's sockets in the gateway", lambda: _listeners(plan))
     gw_rules = firewall.gateway_rules(firewall.Plan(plan.gw_if, PROXY_PORT, DNS_PORT))
     backend: str = _step(
-        "apply the redirect rules in the gateway",
+        GATEWAY_RULES_STEP,
         lambda: firewall.apply(gw_rules, lock_dir=lock_dir, backends=config.firewall),
         HINT_FIREWALL,
     )
     _step("return to the jail network namespace", lambda: syscalls.setns(jail_fd, syscalls.CLONE_NEWNET))
     _step(
-        "apply the jail's output filter",
+        JAIL_RULES_STEP,
         lambda: firewall.apply(firewall.jail_rules(), lock_dir=lock_dir, backends=(backend,)),
         HINT_FIREWALL,
     )

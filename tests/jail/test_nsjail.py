@@ -262,7 +262,7 @@ def test_ctrl_c_interrupts_the_command_not_boundary(tmp_path: Path) -> None:
     assert status == 128 + signal.SIGINT, out
 
 
-@pytest.mark.parametrize("backend", ["nft", "iptables-nft", "iptables-legacy"])
+@pytest.mark.parametrize("backend", ["netlink", "nft", "iptables-nft", "iptables-legacy"])
 def test_every_firewall_backend_redirects(tmp_path: Path, backend: str, plain: Upstream) -> None:
     canary = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     canary.bind((own_address() or "127.0.0.1", 0))  # the host's own address: what a leak would reach
