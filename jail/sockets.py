@@ -33,6 +33,7 @@ import ctypes
 import dataclasses
 import errno
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ from proxy.origins import Origins
 
 from . import inet
 from .kernel import sockdiag, unotify
+from .kernel.mounts import under
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ MAX_CONTROL = 4096  # control messages of an emulated datagram send
 MAX_PEERS = 4096  # DNS sockets whose replies are shown as coming from the server asked
 RECV_SLICE = 1.0  # an emulated blocking recvfrom rechecks that its caller still waits this often
 MSG_DONTWAIT = 0x40
+MSG_NOSIGNAL = 0x4000
+SCM_CREDENTIALS = 2
+_CMSG = struct.Struct("=Qii")  # struct cmsghdr: len, level, type
 _MSGHDR = struct.Struct("=QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
 _MMSGHDR_SIZE = _MSGHDR.size + 8
 
@@ -76,6 +81,7 @@ class Rules:
     own_netns: bool  # nsjail: the diag socket lists only the jail's sockets; abstract names are its own
     inet: inet.Targets | None = None  # landjail: where internet sockets go (None: as asked)
     allow_unix: tuple[str, ...] = ()  # host paths of sockets the user opened with --allow-unix
+    write_roots: tuple[str, ...] = ()  # landjail: where the command may create files (its Landlock write grants)
     pid_ns: int = 0  # nsjail: the jail's pid namespace (inode): kill() of a process group reaches only its members
 
 
@@ -190,8 +196,12 @@ class Supervisor:
             os.close(dup)
             return _Answer(error=errno.ENOTSOCK)
         with sock:
+            if routed and n.nr in (nr["bind"], nr["listen"], nr["sendmsg"], nr["sendmmsg"]):
+                return self._carried(n, sock, inline)  # whatever the socket: the kernel never runs it by fd
             if routed and sock.family in (socket.AF_INET, socket.AF_INET6):
                 return self._inet(n, sock, inline)  # always to boundary's own listeners: never blocks long
+            if n.nr == nr["recvfrom"]:
+                return _Answer(cont=True)  # landjail: not a socket that asked a DNS server; receiving only
             if n.nr == nr["connect"]:
                 if inline and _blocking(sock):
                     raise _Defer
@@ -246,19 +256,12 @@ class Supervisor:
         assert targets is not None
         if n.nr == nr["recvfrom"]:
             return self._recvfrom(n, sock, inline)
-        kind = inet.kind_of(sock.type, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))
-        if n.nr == nr["listen"]:
-            return self._listen(sock, kind, targets)
-        if n.nr in (nr["sendmsg"], nr["sendmmsg"]):
-            if kind is inet.Kind.TCP:
-                return _Answer(cont=True)  # TCP ignores the address (seccomp refuses MSG_FASTOPEN)
-            return self._send_datagrams(n, sock, kind, targets)
-        if n.nr == nr["bind"]:
-            plan = targets.bind(kind, sock.family, self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF))
-            ret = unotify.raw_call("bind", sock.fileno(), *unotify.sockaddr_args(self._carry(plan)))
-            return _result(ret)
+        kind = _kind(sock)
         if n.nr == nr["connect"]:
-            plan = targets.connect(kind, sock.family, self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF))
+            raw = self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF)
+            plan = targets.connect(kind, sock.family, raw)
+            if plan.route is inet.Route.PROXY and self._own_listener(plan.host, plan.port):
+                plan = inet.Plan(inet.Route.AS_ASKED, raw, plan.host, plan.port)  # the jail's own server
             target = self._carry(plan, sock)
             ret = unotify.raw_call("connect", sock.fileno(), *unotify.sockaddr_args(target))
             answer = _result(ret)
@@ -295,65 +298,205 @@ class Supervisor:
                     self._peers.popitem(last=False)
         return plan.target
 
-    def _listen(self, sock: socket.socket, kind: inet.Kind, targets: inet.Targets) -> _Answer:
-        """listen() on an unbound socket would bind the wildcard address: bound to loopback first."""
+    # -- landjail: bind, listen, sendmsg and sendmmsg are carried out here, on the socket that was checked ----
+    # (answering "continue" would let the kernel look fd N up again: another thread may have put a different
+    # socket there by then, and the kernel would bind, listen or send with it unchecked)
+    def _carried(self, n: unotify.Notification, sock: socket.socket, inline: bool) -> _Answer:
+        nr = unotify.arch().nr
+        targets = self.rules.inet
+        assert targets is not None
+        is_inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+        kind = _kind(sock) if is_inet else inet.Kind.OTHER
+        fd = sock.fileno()
+        if n.nr == nr["bind"]:
+            raw = self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF)
+            if is_inet:
+                ret = unotify.raw_call("bind", fd, *unotify.sockaddr_args(self._carry(targets.bind(kind, sock.family,
+                                                                                              raw))))  # fmt: skip
+            elif sock.family == socket.AF_UNIX:
+                ret = self._bind_unix(n, sock, raw)
+            else:  # netlink and the like: an address of the kernel's, nothing outside
+                ret = unotify.raw_call("bind", fd, *unotify.sockaddr_args(raw))
+            if ret == 0 and sock.family != socket.AF_NETLINK:
+                self.binds.add(os.fstat(fd).st_ino)
+            return _result(ret)
+        if n.nr == nr["listen"]:
+            if is_inet:
+                self._listen_checks(sock, kind, targets)
+            ret = unotify.raw_call("listen", fd, ctypes.c_int(n.args[1] & 0xFFFFFFFF))
+            if ret == 0:
+                self.binds.add(os.fstat(fd).st_ino)
+            return _result(ret)
+        return self._send_messages(n, sock, kind, inline)
+
+    def _own_listener(self, host: str, port: int) -> bool:
+        """Is a server the jail itself started listening on loopback ``host``:``port``? (Decided on the listening
+        socket the kernel has there now, so a server of someone else's on a port the jail once used is not.)"""
+        if not ipaddress_is_loopback(host):
+            return False
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with self._diag_lock:
+                listening = sockdiag.tcp_listeners(self.diag, family)
+        except (OSError, ValueError):
+            return False
+        wildcard = ("0.0.0.0", "::")
+        return any(p == port and ino in self.binds and (addr == host or addr in wildcard) for addr, p, ino in listening)
+
+    def _listen_checks(self, sock: socket.socket, kind: inet.Kind, targets: inet.Targets) -> None:
+        """listen() on an unbound socket would bind the wildcard address: bound to loopback first. A socket bound
+        elsewhere (only --publish does that) keeps its address; --no-bind forbids TCP listening."""
         if kind is inet.Kind.TCP and targets.no_bind:
             self.on_deny("tcp listen (--no-bind)", "--no-bind forbids listening")
-            return _Answer(error=errno.EACCES)
-        if sock.getsockname()[1] == 0:
-            with contextlib.suppress(OSError):  # the kernel's listen() reports what is wrong
-                sock.bind((targets.loopback(sock.family), 0))
-        return _Answer(cont=True)
+            raise OSError(errno.EACCES, "refused")
+        host, port = sock.getsockname()[:2]
+        if port == 0:
+            sock.bind((targets.loopback(sock.family), 0))
+        elif not ipaddress_is_loopback(str(host)) and port not in targets.publish:
+            self.on_deny(f"tcp listen on {host}:{port}", "only loopback, or a --publish port")
+            raise OSError(errno.EACCES, "refused")
 
-    def _send_datagrams(self, n: unotify.Notification, sock: socket.socket, kind: inet.Kind,
-                        targets: inet.Targets) -> _Answer:  # fmt: skip
-        """sendmsg/sendmmsg on a datagram socket, done here from one read of the caller's memory (the kernel
-        would read the address again: a racing thread could change it after the check)."""
+    def _bind_unix(self, n: unotify.Notification, sock: socket.socket, raw: bytes) -> int:
+        """A unix bind, done here: an abstract or automatic name as asked; a path only in a directory the jail
+        may write (its Landlock grants), resolved in the caller's root and working directory."""
+        name = unix_name(raw)
+        if name is None or name[:1] == b"\0":
+            return unotify.raw_call("bind", sock.fileno(), *unotify.sockaddr_args(raw))
+        if not name.startswith(b"/"):
+            name = os.readlink(f"/proc/{n.pid}/cwd").encode().rstrip(b"/") + b"/" + name
+        parent, _, base = name.rpartition(b"/")
+        if base in (b"", b".", b".."):
+            return -errno.EINVAL
+        root = os.open(f"/proc/{n.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dirfd = unotify.open_in_root(root, parent or b"/")
+        except OSError as e:
+            return -(e.errno or errno.ENOENT)
+        finally:
+            os.close(root)
+        try:
+            where = os.readlink(f"/proc/self/fd/{dirfd}")
+            if not any(under(where, w) for w in self.rules.write_roots):
+                return -errno.EACCES  # as Landlock would answer the command itself
+            target = f"/proc/self/fd/{dirfd}/".encode() + base
+            if len(target) >= MAX_ADDR - 2:
+                return -errno.ENAMETOOLONG
+            return unotify.raw_call("bind", sock.fileno(), *unotify.sockaddr_args(
+                socket.AF_UNIX.to_bytes(2, "little") + target + b"\0"))  # fmt: skip
+        finally:
+            os.close(dirfd)
+
+    def _send_messages(self, n: unotify.Notification, sock: socket.socket, kind: inet.Kind,
+                       inline: bool) -> _Answer:  # fmt: skip
+        """sendmsg/sendmmsg from one read of the caller's memory: each address checked (internet: routed as a
+        sendto would be; unix: as a connect would be), passed descriptors duplicated from the caller (so they are
+        the caller's own), the data copied (a stream gets at most MAX_SEND of it: a partial send)."""
         nr = unotify.arch().nr
-        flags = (n.args[2] if n.nr == nr["sendmsg"] else n.args[3]) & 0xFFFFFFFF
-        if n.nr == nr["sendmsg"]:
-            entries = [(n.args[1], unotify.read_memory(n.pid, n.args[1], _MSGHDR.size))]
-        else:
+        mmsg = n.nr == nr["sendmmsg"]
+        flags = (n.args[3] if mmsg else n.args[2]) & 0xFFFFFFFF
+        if mmsg:
             count = min(n.args[2] & 0xFFFFFFFF, MAX_MMSG)
             blob = unotify.read_memory(n.pid, n.args[1], count * _MMSGHDR_SIZE) if count else b""
             entries = [(n.args[1] + i * _MMSGHDR_SIZE, blob[i * _MMSGHDR_SIZE : i * _MMSGHDR_SIZE + _MSGHDR.size])
                        for i in range(count)]  # fmt: skip
+        else:
+            entries = [(n.args[1], unotify.read_memory(n.pid, n.args[1], _MSGHDR.size))]
+        blocking = not (flags & MSG_DONTWAIT) and _blocking(sock)
+        stream = sock.type == socket.SOCK_STREAM
         sent = 0
         for ptr, header in entries:
             name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(header)
+            keep: list[int] = []
             try:
                 target = None
                 if name and namelen:
-                    plan = targets.send(kind, sock.family, self._address(n, name, namelen))
-                    target = self._carry(plan, sock)
-                data = self._gather(n.pid, iov, iovlen)
-                if controllen > MAX_CONTROL:
-                    raise OSError(errno.ENOBUFS, "control data too long")
-                ctrl = unotify.read_memory(n.pid, control, controllen) if control and controllen else b""
+                    raw = self._address(n, name, namelen)
+                    if kind is not inet.Kind.OTHER:
+                        target = self._carry(self.rules.inet.send(kind, sock.family, raw), sock)  # type: ignore[union-attr]
+                    else:
+                        target, extra = self._checked(n, sock, raw, "send to")
+                        keep.append(extra)
+                data = self._gather(n.pid, iov, iovlen, stream)
+                ctrl = self._control(n, control, controllen, keep)
                 ret = unotify.sendmsg(sock.fileno(), target, data, ctrl, flags | MSG_DONTWAIT)
+                while ret == -errno.EAGAIN and blocking:
+                    if inline and sent == 0:
+                        raise _Defer
+                    if sent or not self._wait_writable(n, sock):
+                        break
+                    ret = unotify.sendmsg(sock.fileno(), target, data, ctrl, flags | MSG_DONTWAIT)
+                if ret == -errno.EPIPE and not flags & MSG_NOSIGNAL:
+                    with contextlib.suppress(OSError):
+                        os.kill(n.pid, signal.SIGPIPE)  # as the kernel would have
                 if ret < 0:
                     raise OSError(-ret, os.strerror(-ret))
             except OSError:
-                if sent == 0 or n.nr == nr["sendmsg"]:
+                if sent == 0 or not mmsg:
                     raise
                 break
-            if n.nr == nr["sendmmsg"]:  # msg_len of the entry, as the kernel fills it in
+            finally:
+                for k in keep:
+                    _close(k)
+            if mmsg:  # msg_len of the entry, as the kernel fills it in
                 unotify.write_memory(n.pid, ptr + _MSGHDR.size, struct.pack("=I", ret))
                 sent += 1
             else:
                 sent = ret
         return _Answer(val=sent)
 
-    def _gather(self, pid: int, iov: int, iovlen: int) -> bytes:
+    def _wait_writable(self, n: unotify.Notification, sock: socket.socket) -> bool:
+        """Until ``sock`` can take more, or its caller stopped waiting (False)."""
+        while not select.select([], [sock], [], RECV_SLICE)[1]:
+            if not unotify.still_waiting(self.listener, n.id):
+                return False
+        return True
+
+    def _gather(self, pid: int, iov: int, iovlen: int, stream: bool) -> bytes:
+        """The iovec's bytes: a stream's up to MAX_SEND (the rest is left: a partial send), a datagram's whole."""
         if iovlen > MAX_MMSG:
             raise OSError(errno.EMSGSIZE, "too many buffers")
         vecs = unotify.read_memory(pid, iov, iovlen * 16) if iovlen else b""
         out = bytearray()
         for i in range(iovlen):
             base, size = struct.unpack_from("=QQ", vecs, i * 16)
-            if len(out) + size > MAX_DATAGRAM:
-                raise OSError(errno.EMSGSIZE, "datagram too long")
+            if len(out) + size > MAX_SEND:
+                if not stream:
+                    raise OSError(errno.EMSGSIZE, "message too long")
+                size = MAX_SEND - len(out)
             out += unotify.read_memory(pid, base, size) if size else b""
+            if len(out) >= MAX_SEND:
+                break
+        return bytes(out)
+
+    def _control(self, n: unotify.Notification, ptr: int, size: int, keep: list[int]) -> bytes:
+        """Control messages as boundary can send them: passed descriptors duplicated from the caller (``keep``
+        gets them, to close after the send); credentials left for the kernel to attach; the rest as given."""
+        if not ptr or not size:
+            return b""
+        if size > MAX_CONTROL:
+            raise OSError(errno.ENOBUFS, "control data too long")
+        raw = unotify.read_memory(n.pid, ptr, size)
+        out = bytearray()
+        off = 0
+        while off + _CMSG.size <= len(raw):
+            length, level, kind = _CMSG.unpack_from(raw, off)
+            if length < _CMSG.size or off + length > len(raw):
+                raise OSError(errno.EINVAL, "bad control message")
+            payload = raw[off + _CMSG.size : off + length]
+            off += (length + 7) & ~7
+            if level == socket.SOL_SOCKET and kind == SCM_CREDENTIALS:
+                continue
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                pidfd = unotify.pidfd_open_thread(n.pid)
+                try:
+                    fds = struct.unpack(f"={len(payload) // 4}i", payload[: len(payload) // 4 * 4])
+                    for fd in fds:
+                        keep.append(unotify.take_fd(pidfd, fd))
+                finally:
+                    os.close(pidfd)
+                payload = struct.pack(f"={len(fds)}i", *keep[-len(fds) :]) if fds else b""
+            item = _CMSG.pack(_CMSG.size + len(payload), level, kind) + payload
+            out += item + bytes(-len(item) % 8)
         return bytes(out)
 
     def _recvfrom(self, n: unotify.Notification, sock: socket.socket, inline: bool) -> _Answer | None:
@@ -515,6 +658,17 @@ class _Defer(Exception):
 
 def _blocking(sock: socket.socket) -> bool:
     return not fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+
+
+def _kind(sock: socket.socket) -> inet.Kind:
+    return inet.kind_of(sock.type, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))
+
+
+def ipaddress_is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback or host == "::ffff:127.0.0.1"
+    except ValueError:
+        return False
 
 
 def _result(ret: int) -> _Answer:

@@ -112,3 +112,56 @@ def find(diag: socket.socket, *, vfs: tuple[int, int] | None = None, name: bytes
         if (key is not None and b.vfs == key) or (name is not None and b.name == name):
             return b
     return None
+
+
+# -- listening TCP sockets (inet_diag) ----------------------------------------------------------
+TCP_LISTEN = 10
+_INET_REQ = struct.Struct("=BBBxI48x")  # family, protocol, ext, pad, states, sockid (left zero: dump all)
+_INET_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # family state timer retrans sport dport src dst if cookie
+# expires rqueue wqueue uid inode
+
+
+def inet_request(family: int, seq: int) -> bytes:
+    body = _INET_REQ.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
+    return _NLH.pack(_NLH.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def parse_inet(data: bytes) -> tuple[list[tuple[str, int, int]], bool]:
+    """(local address, port, socket inode) of each listening socket in one netlink read; whether the dump is
+    done. Raises ValueError."""
+    out: list[tuple[str, int, int]] = []
+    off = 0
+    while off + _NLH.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLH.unpack_from(data, off)
+        if length < _NLH.size or off + length > len(data):
+            raise ValueError("truncated netlink message")
+        if kind == NLMSG_DONE:
+            return out, True
+        if kind == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", data, off + _NLH.size)
+            raise ValueError(f"sock_diag error {os.strerror(-code)}")
+        if kind == SOCK_DIAG_BY_FAMILY and length >= _NLH.size + _INET_MSG.size:
+            fam, _st, _t, _r, sport, _dp, src, _dst, _if, _c, _e, _rq, _wq, _uid, ino = _INET_MSG.unpack_from(
+                data, off + _NLH.size
+            )
+            addr = socket.inet_ntop(fam, src[:4] if fam == socket.AF_INET else src)
+            out.append((addr, int.from_bytes(sport, "big"), ino))
+        off += (length + 3) & ~3
+    return out, False
+
+
+def tcp_listeners(diag: socket.socket, family: int) -> list[tuple[str, int, int]]:
+    """Every listening TCP socket of ``family`` in the diag socket's network namespace: (address, port, inode).
+    Raises OSError/ValueError."""
+    diag.send(inet_request(family, 2))
+    out: list[tuple[str, int, int]] = []
+    total = 0
+    while True:
+        data = diag.recv(1 << 16)
+        total += len(data)
+        if not data or total > MAX_BYTES:
+            raise ValueError("sock_diag dump ended early or is too large")
+        got, done = parse_inet(data)
+        out += got
+        if done:
+            return out

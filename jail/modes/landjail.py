@@ -80,6 +80,7 @@ class LandJail:
         self._holes: list[str] = []
         self._keeper_done = False
         self._listeners: Listeners | None = None
+        self._write_roots: tuple[str, ...] = ()
 
     def prepare(self) -> Listeners:
         ok, why = available()
@@ -158,6 +159,7 @@ class LandJail:
         self._guard = guard.Guard.take(protected, self.config.run_id, pinned=self.fs.pinned)
         self._holes = list(self._guard.too_big)
         policy = self.landlock_policy()
+        self._write_roots = tuple(policy.write)
         pids = self.config.pids_limit
         already = limits.user_processes(os.getuid()) if pids is not None else 0
         # what K leaves (if K itself is killed) comes back to us: close() kills it
@@ -190,7 +192,9 @@ class LandJail:
             if msg is None:
                 return
             if "notify" in msg:
-                rules = sockets.Rules(own_netns=False, inet=self.targets(), allow_unix=self.fs.allow_unix)
+                rules = sockets.Rules(
+                    own_netns=False, inet=self.targets(), allow_unix=self.fs.allow_unix, write_roots=self._write_roots
+                )
                 diag = sockdiag.open_diag()
                 origins = self._listeners.origins if self._listeners else None
                 self.supervisor = sockets.start_supervisor(msg, int(msg["pid"]), diag, rules, self.denials, origins)
@@ -317,8 +321,8 @@ def _child(
         limits.restore_nofile()
         step = "load the socket filter"
         listener, why = sockets.load_filter(routed=True)
-        if listener >= 0:  # boundary connects for the command: it may connect nowhere itself
-            policy = dataclasses.replace(policy, connect_ports=[])
+        if listener >= 0:  # boundary connects and binds for the command: it may do neither itself
+            policy = dataclasses.replace(policy, connect_ports=[], bind_ports=[])
         step = "apply Landlock"
         landlock.restrict(policy)
         step = "load the seccomp filter"

@@ -1,8 +1,9 @@
 /*
  * boundary's LD_PRELOAD connect shim for landjail (DESIGN.md section 3).
  *
- * - connect(): an AF_INET/AF_INET6 stream socket aimed anywhere but the proxy is connected to
- *   the proxy instead, followed by "CONNECT host:port"; the handshake completes before connect()
+ * - connect(): an AF_INET/AF_INET6 stream socket aimed anywhere but loopback (the proxy, or a
+ *   server of the jail's own: boundary's supervisor decides) is connected to the proxy instead,
+ *   followed by "CONNECT host:port"; the handshake completes before connect()
  *   returns, for blocking and non-blocking sockets alike (libuv/Node), bounded by timeouts.
  * - getaddrinfo(): a host name gets a fake address from 198.19.0.0/16, remembered 1:1, so a
  *   proxy-unaware program never needs UDP DNS; connect() maps it back and asks for the name.
@@ -279,8 +280,8 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
             memcpy(&v4, &s->sin6_addr.s6_addr[12], 4);
             v4 = ntohl(v4);
             is_v4 = 1;
-        } else if (IN6_IS_ADDR_LOOPBACK(&s->sin6_addr) && port == proxy_port) {
-            return real_connect(fd, addr, len);
+        } else if (IN6_IS_ADDR_LOOPBACK(&s->sin6_addr)) {
+            return real_connect(fd, addr, len); /* the proxy, or a server of the jail's own: boundary decides */
         } else {
             char t[INET6_ADDRSTRLEN];
             inet_ntop(AF_INET6, &s->sin6_addr, t, sizeof t);
@@ -288,7 +289,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
         }
     }
     if (is_v4) {
-        if (v4 == INADDR_LOOPBACK && port == proxy_port) return real_connect(fd, addr, len);
+        if ((v4 >> 24) == 127) return real_connect(fd, addr, len); /* likewise, all of 127/8 */
         struct in_addr a = {htonl(v4)};
         inet_ntop(AF_INET, &a, host, sizeof host);
     }

@@ -43,6 +43,7 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "glibc": _build(d / "netprobe-glibc", "gcc", "netprobe.c"),
         "musl": _build(d / "netprobe-musl", "musl-gcc", "netprobe.c"),
         "tlsget": _build(d / "tlsget", "gcc", "tlsget.c", "-lssl", "-lcrypto", "-lpthread"),
+        "fdswap": _build(d / "fdswap", "gcc", "fdswap.c", "-pthread"),
     }
 
 
@@ -277,3 +278,69 @@ def test_without_user_notification_landjail_falls_back_and_says_so(
     doctor = subprocess.run([sys.executable, str(wrapper), "-m", "jail", "doctor"], capture_output=True, text=True,
                             timeout=60, env=boundary_env(tmp_path))  # fmt: skip
     assert "user notification" in doctor.stdout, doctor.stdout
+
+
+@pytest.mark.parametrize("attempt", ["listen", "bind tcp", "bind udp"])
+def test_swapping_the_fd_under_a_call_binds_nothing_outside(
+    tmp_path: Path, probes: dict[str, Path], attempt: str
+) -> None:
+    """boundary checks the socket behind fd N, then another thread puts a different socket there: whatever the
+    kernel then runs must still keep every listener on loopback (an outside review found it did not)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = attempt.split() + ([str(port)] if attempt.startswith("bind") else [])
+    r = boundary_run(tmp_path, "--jail-type", "landjail", "--", str(probes["fdswap"]), *args, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "loopback only", r.stdout
+
+
+def test_swapping_the_fd_under_sendmsg_sends_no_datagram_out(
+    tmp_path: Path, probes: dict[str, Path], here_ip: str
+) -> None:
+    canary = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    canary.bind((here_ip, 0))
+    canary.setblocking(False)
+    try:
+        port = canary.getsockname()[1]
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", str(probes["fdswap"]), "sendmsg", here_ip,
+                         str(port), timeout=300)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "sent 0", r.stdout
+        with pytest.raises(BlockingIOError):
+            canary.recvfrom(100)
+    finally:
+        canary.close()
+
+
+OWN_SERVER = (
+    "import socket, sys, threading\n"
+    "srv = socket.create_server(('127.0.0.1', 0))\n"
+    "threading.Thread(target=lambda: srv.accept()[0].sendall(b'own'), daemon=True).start()\n"
+    "c = socket.create_connection(('127.0.0.1', srv.getsockname()[1]), timeout=10)\n"
+    "print('own server:', c.recv(10).decode())\n"
+    "try:\n"
+    "    o = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+    "    print('outside server:', o.recv(10) or b'closed')\n"
+    "except OSError as e:\n"
+    "    print('outside server:', e)\n"
+)
+
+
+@pytest.mark.parametrize("shim", [True, False], ids=["shim", "no shim"])
+def test_the_jails_own_loopback_server_is_reachable_and_no_other(tmp_path: Path, shim: bool) -> None:
+    """A test suite that starts a dev server and connects to it works; a server of the user's on loopback stays
+    out of reach (the connection goes to the proxy, which refuses a private address)."""
+    outside = Listener("127.0.0.1")
+    try:
+        r = boundary_run(tmp_path, "--jail-type", "landjail", *(() if shim else ("--no-shim",)), "--",
+                         sys.executable, "-c", OWN_SERVER, str(outside.port))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "own server: own", r.stdout
+        assert lines[1] in ("outside server: b'closed'", "outside server: [Errno 104] Connection reset by peer"), (
+            r.stdout
+        )
+        assert outside.heard() == []
+    finally:
+        outside.close()
