@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .config import FIREWALL_BACKENDS
 from .errors import describe
 from .kernel import firewall, landlock, syscalls, unotify
-from .modes.nsjail import HINT_FIREWALL, HINT_USERNS, USERNS_STEP
+from .modes.nsjail import HINT_FIREWALL, USERNS_STEP, userns_hint
 from .shim import shim_path
 
 
@@ -103,7 +103,7 @@ def checks() -> list[Check]:
     if ok:
         out.append(Check("nsjail", True, f"unprivileged user namespaces work; firewall back end {said}"))
     elif said.startswith(USERNS_STEP):
-        out.append(Check("nsjail", False, f"unprivileged user namespaces are refused ({said})", HINT_USERNS))
+        out.append(Check("nsjail", False, f"unprivileged user namespaces are refused ({said})", userns_hint()))
     else:
         out.append(Check("nsjail", False, f"no firewall back end works ({said})", HINT_FIREWALL))
     abi = landlock.abi_version()

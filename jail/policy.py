@@ -15,6 +15,7 @@ Side effects: none (reads the file system and the password database).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import pwd
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,8 @@ SOCKET_ENV = (
     "NVIM", "NVIM_LISTEN_ADDRESS", "VSCODE_IPC_HOOK", "VSCODE_IPC_HOOK_CLI", "VSCODE_GIT_IPC_HANDLE",
     "ZELLIJ", "ZELLIJ_SESSION_NAME", "PULSE_SERVER", "JUPYTER_RUNTIME_DIR",
 )  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +230,13 @@ def tree_minus_holes(root: str, holes: Iterable[str]) -> list[str]:
         return []
     try:
         entries = sorted(os.listdir(root))
-    except OSError:
-        return []  # unreadable: nothing to grant
+    except OSError as e:
+        # not ours to list (inside an outer jail that grants this directory entry by entry, or the user cannot
+        # read it): granted whole; what is hidden inside it stays hidden only where the outer jail (or the file
+        # permissions) hide it
+        log.info("cannot list %s (%s): granted whole; %s inside it cannot be hidden from here", root,
+                 e.strerror, ", ".join(inside))  # fmt: skip
+        return [root]
     out: list[str] = []
     for name in entries:
         path = os.path.join(root, name)

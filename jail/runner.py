@@ -31,6 +31,7 @@ from . import toolconfig, trust
 from .config import Config, JailType
 from .errors import BoundaryError, describe
 from .kernel import limits
+from .kernel.mounts import under
 from .modes import Jail, Listeners
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,13 @@ def build_proxy(
     quiet: bool = False,
     names: Callable[[str], str | None] | None = None,
     origins: Origins | None = None,
+    hold: bool = False,
 ) -> ProxyServer:
-    audit = AuditSink(config.audit_log, run_id=config.run_id, mode=mode, stderr=stderr, quiet=quiet)
-    upstream = Upstream(host_map=dict(config.host_map), allow_private=config.allow_private, proxy=config.upstream_proxy)
+    audit = AuditSink(config.audit_log, run_id=config.run_id, mode=mode, stderr=stderr, quiet=quiet, hold=hold)
+    upstream = Upstream(
+        host_map=dict(config.host_map), allow_private=config.allow_private, proxy=config.upstream_proxy,
+        nested=bool(os.environ.get(NESTED_VAR)),
+    )  # fmt: skip
     return ProxyServer(
         config.policy(),
         upstream,
@@ -94,11 +99,11 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     tools = toolconfig.ToolFiles(str(run_dir(config)), fs.home, None if ca is None else str(ca.bundle), fs.npm_prefix)
     if config.jail_type is JailType.LANDJAIL:
         _audit_out_of_reach(config, fs, "landjail")
-        jail: Jail = LandJail(config, command, fs, env, tools)
+        jail: Jail = LandJail(config, command, fs, {**env, NESTED_VAR: "landjail"}, tools)
         return jail, jail.prepare()
     _audit_out_of_reach(config, fs, "nsjail")
-    ns_env, tmp_files = tools.in_jail(env, NSJAIL_TOOL_DIR)
-    ns_fs = fs
+    ns_env, tmp_files = tools.in_jail({**env, NESTED_VAR: "nsjail"}, NSJAIL_TOOL_DIR)
+    ns_fs = dataclasses.replace(fs, read_only=(*fs.read_only, *_own_install_in_tmpfs()))
     npmrc = os.path.join(fs.home, ".npmrc")
     if os.path.isfile(npmrc):  # bound over ~/.npmrc too, for an npm whose environment a parent stripped
         files[npmrc] = tmp_files[os.path.join(NSJAIL_TOOL_DIR, "npmrc")]
@@ -112,7 +117,7 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
             raise
         log.info("nsjail cannot run here (failed to %s: %s); using landjail", e.step, e.detail)
     _audit_out_of_reach(config, fs, "landjail")
-    jail = LandJail(config, command, fs, env, tools)
+    jail = LandJail(config, command, fs, {**env, NESTED_VAR: "landjail"}, tools)
     return jail, jail.prepare()
 
 
@@ -137,6 +142,19 @@ def _missing_paths(config: Config) -> None:
             log.warning("--ro %s does not exist: it grants nothing", path)
 
 
+def _own_install_in_tmpfs() -> list[str]:
+    """boundary's own code, venv and interpreter where nsjail's private /tmp or /dev/shm would hide them (a
+    boundary run inside, or a tool that calls boundary, must still find them): shown read-only."""
+    import jail
+
+    own = {
+        str(Path(jail.__file__).resolve().parent.parent), os.path.realpath(sys.prefix),
+        os.path.realpath(sys.base_prefix), os.path.dirname(os.path.realpath(sys.executable)),
+    }  # fmt: skip
+    return sorted(p for p in own if any(under(p, t) for t in ("/tmp", "/dev/shm")))
+
+
+NESTED_VAR = "BOUNDARY_JAIL"  # set in the command's environment: the mode it runs in (a boundary inside knows)
 NSJAIL_TOOL_DIR = "/tmp/.boundary-tools"  # in nsjail's own /tmp: gone with the jail
 
 
@@ -153,6 +171,7 @@ def run_dir(config: Config) -> Path:
         try:
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
             found = base / config.run_id
+            found.mkdir(mode=0o700)  # writable here, or the fallback (an outer jail's read-only HOME)
         except OSError:
             found = Path(tempfile.mkdtemp(prefix=f"boundary-run-{config.run_id}-"))
         _RUN_DIRS[config.run_id] = found
@@ -215,7 +234,12 @@ async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet:
     from proxy.dns import DnsResponder, FakeTable
 
     table = FakeTable()
-    server = build_proxy(config, mode=jail.name, quiet=quiet, names=table.name, origins=listeners.origins)
+    # the command has the terminal (stdin and stderr both on it): a full-screen program would be scribbled over, so
+    # denial lines wait for the end of the run (the audit log has them at once)
+    interactive = os.isatty(0) and os.isatty(2)
+    server = build_proxy(
+        config, mode=jail.name, quiet=quiet, names=table.name, origins=listeners.origins, hold=interactive
+    )
     jail.denials.attach(server.audit.socket_refused)
     dns = DnsResponder(table, on_query=lambda q, addr: server.audit.dns(q.name, q.qtype, addr))
     loop = asyncio.get_running_loop()
@@ -238,6 +262,8 @@ async def _stop(server: ProxyServer) -> None:
     """Stop serving, flush the audit log, print the one-line summary when anything was denied."""
     await server.aclose()
     server.audit.close()
+    for line in server.audit.held():
+        print(line, file=sys.stderr)
     summary = server.audit.summary()
     if summary:
         print(summary, file=sys.stderr)

@@ -25,6 +25,7 @@ FIELDS = (
     "bytes_up", "bytes_down", "duration_ms", "mode", "run_id",
 )  # fmt: skip
 QUEUE_MAX = 10000
+HOLD_MAX = 50  # denial lines kept for the end of a run while the command owns the terminal
 DNS_SEEN_MAX = 65536
 _STOP = object()
 
@@ -43,8 +44,13 @@ class AuditSink:
         mode: str,
         stderr: IO[str] | None = None,
         quiet: bool = False,
+        hold: bool = False,
     ) -> None:
         self.path = path
+        # the command owns the terminal (a full-screen program): denial lines wait for the end of the run
+        self.hold = hold
+        self._held: list[str] = []
+        self._held_over = 0
         self.run_id = run_id
         self.mode = mode
         self.quiet = quiet
@@ -143,7 +149,7 @@ class AuditSink:
             fresh = (what, 0, "") not in self._shown and not self.quiet
             self._shown.add((what, 0, ""))
         if fresh:
-            self._write_err(f"boundary: denied {what} ({why})")
+            self._say(f"boundary: denied {what} ({why})")
         self.record(rec)
 
     def record(self, rec: dict[str, Any]) -> None:
@@ -165,10 +171,28 @@ class AuditSink:
         else:
             what = f"{scheme.upper() if scheme == 'connect' else scheme} {d.host}:{d.port}"
         if d.upstream_failed:
-            self._write_err(f"boundary: {what} is allowed, but the upstream failed: {reason}")
+            self._say(f"boundary: {what} is allowed, but the upstream failed: {reason}")
             return
         hint = d.suggestion()
-        self._write_err(f"boundary: denied {what} ({reason}){'; to allow: ' + hint if hint else ''}")
+        self._say(f"boundary: denied {what} ({reason}){'; to allow: ' + hint if hint else ''}")
+
+    def _say(self, line: str) -> None:
+        """A denial line: now, or (``hold``) kept for the end of the run, at most HOLD_MAX of them."""
+        if not self.hold:
+            self._write_err(line)
+            return
+        with self._lock:
+            if len(self._held) < HOLD_MAX:
+                self._held.append(line)
+            else:
+                self._held_over += 1
+
+    def held(self) -> list[str]:
+        """The denial lines kept while the command had the terminal (and how many more there were)."""
+        with self._lock:
+            lines, over = self._held, self._held_over
+            self._held, self._held_over = [], 0
+        return lines + ([f"boundary: ... and {over} more (see the audit log)"] if over else [])
 
     # -- writer thread -----------------------------------------------------
     def _writer(self) -> None:

@@ -29,6 +29,7 @@ FORBIDDEN_NETS = tuple(
     )
 )  # fmt: skip
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+FAKE_NETS = (ipaddress.ip_network("198.18.0.0/15"),)  # what a boundary's DNS responder and shim answer
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -97,6 +98,8 @@ class Upstream:
     host_map: Mapping[str, str] = field(default_factory=dict)
     allow_private: bool = False
     proxy: UpstreamProxy | None = None
+    # inside another boundary's jail: names resolve to that boundary's fake addresses, which lead only to its proxy
+    nested: bool = False
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """Addresses for a normalised host; raise UpstreamError (guard applied)."""
@@ -110,7 +113,7 @@ class Upstream:
                 addrs = await self._lookup(host, port)
         if self.allow_private:
             return addrs
-        ok = [a for a in addrs if not is_forbidden(a)]
+        ok = [a for a in addrs if not is_forbidden(a) or (self.nested and any(a in n for n in FAKE_NETS))]
         if not ok:
             raise UpstreamError(
                 f"{host} resolves to {addrs[0]}, a loopback/private/link-local address (use --allow-private to permit)",

@@ -50,6 +50,17 @@ HINT_USERNS = (
     "unprivileged user namespaces are refused here (see sysctls kernel.unprivileged_userns_clone, "
     "user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns); use --jail-type landjail"
 )
+HINT_NESTED = (
+    "this already runs inside a boundary jail ({mode}), which refuses new namespaces: use --jail-type landjail "
+    "(--jail-type auto does)"
+)
+
+
+def userns_hint() -> str:
+    mode = os.environ.get("BOUNDARY_JAIL")
+    return HINT_NESTED.format(mode=mode) if mode else HINT_USERNS
+
+
 HINT_FIREWALL = (
     "the kernel needs nf_tables (or install nftables / iptables for the other back ends); or --jail-type landjail"
 )
@@ -309,7 +320,7 @@ def _prepare_namespaces(
         lambda: userns.enter_as_root(
             syscalls.CLONE_NEWNET | syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS
         ),
-        HINT_USERNS,
+        userns_hint(),
     )
     # iptables-legacy's lock (/run/xtables.lock is root's) goes to a tmpfs of our own mount namespace
     lock_dir = _step("mount a scratch tmpfs for helpers", mounts.scratch)

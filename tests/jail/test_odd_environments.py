@@ -106,3 +106,16 @@ def test_an_upstream_failure_is_not_called_a_denial(tmp_path: Path) -> None:
     assert "CONNECT nowhere.test:443 is allowed, but the upstream failed: cannot resolve nowhere.test" in r.stderr
     assert "to allow" not in r.stderr
     assert "response 502" in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_denials_wait_for_the_end_while_the_command_has_the_terminal(tmp_path: Path, mode: str) -> None:
+    """A full-screen program (an agent's TUI) is not scribbled over: on a terminal, denial lines come after the
+    command's own output, at exit."""
+    from tests.support import boundary_cmd, pty_run
+
+    script = "curl -sS --max-time 20 http://denied.test/ >/dev/null 2>&1; echo command-done"
+    status, out = pty_run(tmp_path, boundary_cmd(tmp_path, "--jail-type", mode, "--", "sh", "-c", script), [])
+    assert status == 0, out
+    assert "denied" in out, out
+    assert out.index("command-done") < out.index("boundary: denied"), out
