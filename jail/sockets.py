@@ -239,15 +239,19 @@ class Supervisor:
     def _sendto(self, n: unotify.Notification, sock: socket.socket) -> _Answer:
         raw, keep = self._checked(n, sock, self._address(n, n.args[4], n.args[5] & 0xFFFFFFFF), "send to")
         try:
-            size = min(n.args[2], MAX_SEND)
-            data = unotify.read_memory(n.pid, n.args[1], size) if size else b""
-            ret = unotify.raw_call(
-                "sendto", sock.fileno(), ctypes.c_char_p(data), ctypes.c_size_t(len(data)),
-                ctypes.c_int(n.args[3] & 0xFFFFFFFF), *unotify.sockaddr_args(raw),
-            )  # fmt: skip
+            return self._send_to(n, sock, raw)
         finally:
             _close(keep)
-        return _Answer(error=-ret) if ret < 0 else _Answer(val=ret)
+
+    def _send_to(self, n: unotify.Notification, sock: socket.socket, target: bytes) -> _Answer:
+        """The caller's sendto (its buffer, length, flags) done here, to ``target``."""
+        size = min(n.args[2], MAX_SEND)
+        data = unotify.read_memory(n.pid, n.args[1], size) if size else b""
+        ret = unotify.raw_call(
+            "sendto", sock.fileno(), ctypes.c_char_p(data), ctypes.c_size_t(len(data)),
+            ctypes.c_int(n.args[3] & 0xFFFFFFFF), *unotify.sockaddr_args(target),
+        )  # fmt: skip
+        return _result(ret)
 
     # -- landjail's internet sockets (jail.inet decides, this carries it out) ------
     def _inet(self, n: unotify.Notification, sock: socket.socket, inline: bool) -> _Answer | None:
@@ -272,14 +276,7 @@ class Supervisor:
             return answer
         # sendto with an address
         plan = targets.send(kind, sock.family, self._address(n, n.args[4], n.args[5] & 0xFFFFFFFF))
-        target = self._carry(plan, sock)
-        size = min(n.args[2], MAX_SEND)
-        data = unotify.read_memory(n.pid, n.args[1], size) if size else b""
-        ret = unotify.raw_call(
-            "sendto", sock.fileno(), ctypes.c_char_p(data), ctypes.c_size_t(len(data)),
-            ctypes.c_int(n.args[3] & 0xFFFFFFFF), *unotify.sockaddr_args(target),
-        )  # fmt: skip
-        return _result(ret)
+        return self._send_to(n, sock, self._carry(plan, sock))
 
     def _carry(self, plan: inet.Plan, sock: socket.socket | None = None) -> bytes:
         """The address to use for ``plan``, or OSError (EACCES audited, EINVAL). A DNS plan binds an unbound

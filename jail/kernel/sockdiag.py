@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -23,6 +24,7 @@ UNIX_DIAG_NAME, UNIX_DIAG_VFS = 0, 1
 ALL_STATES = 0xFFFFFFFF
 MAX_BYTES = 64 << 20  # a dump larger than this is refused (fail closed: no match)
 
+T = TypeVar("T")
 _NLH = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBHIII8x")  # family, protocol, pad, states, ino, show, cookie
 _MSG = struct.Struct("=BBBBI8x")  # family, type, state, pad, ino, cookie
@@ -51,23 +53,32 @@ def request(seq: int) -> bytes:
     return _NLH.pack(_NLH.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
-def parse(data: bytes) -> tuple[list[Bound], bool]:
-    """The bound sockets in one netlink read, and whether the dump is done. Raises ValueError."""
-    out: list[Bound] = []
+def _messages(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of each netlink message in one read; ``NLMSG_DONE`` ends it. Raises ValueError."""
     off = 0
     while off + _NLH.size <= len(data):
         length, kind, _flags, _seq, _pid = _NLH.unpack_from(data, off)
         if length < _NLH.size or off + length > len(data):
             raise ValueError("truncated netlink message")
-        if kind == NLMSG_DONE:
-            return out, True
         if kind == NLMSG_ERROR:
             (code,) = struct.unpack_from("=i", data, off + _NLH.size)
             raise ValueError(f"sock_diag error {os.strerror(-code)}")
-        if kind == SOCK_DIAG_BY_FAMILY and length >= _NLH.size + _MSG.size:
-            _fam, _type, _state, _pad, ino = _MSG.unpack_from(data, off + _NLH.size)
+        yield kind, data[off + _NLH.size : off + length]
+        if kind == NLMSG_DONE:
+            return
+        off += (length + 3) & ~3
+
+
+def parse(data: bytes) -> tuple[list[Bound], bool]:
+    """The bound sockets in one netlink read, and whether the dump is done. Raises ValueError."""
+    out: list[Bound] = []
+    for kind, msg in _messages(data):
+        if kind == NLMSG_DONE:
+            return out, True
+        if kind == SOCK_DIAG_BY_FAMILY and len(msg) >= _MSG.size:
+            _fam, _type, _state, _pad, ino = _MSG.unpack_from(msg)
             name, vfs = b"", None
-            for rtype, payload in _attrs(data[off + _NLH.size + _MSG.size : off + length]):
+            for rtype, payload in _attrs(msg[_MSG.size :]):
                 if rtype == UNIX_DIAG_NAME:
                     name = payload
                 elif rtype == UNIX_DIAG_VFS and len(payload) >= _VFS.size:
@@ -75,7 +86,6 @@ def parse(data: bytes) -> tuple[list[Bound], bool]:
                     vfs = (kernel_dev(vdev), vino)
             if name or vfs:
                 out.append(Bound(ino, vfs, name))
-        off += (length + 3) & ~3
     return out, False
 
 
@@ -89,20 +99,24 @@ def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
         off += (length + 3) & ~3
 
 
-def bound_sockets(diag: socket.socket) -> list[Bound]:
-    """Every bound unix socket of the diag socket's network namespace. Raises OSError/ValueError."""
-    diag.send(request(1))
-    out: list[Bound] = []
+def _dump(diag: socket.socket, req: bytes, parser: Callable[[bytes], tuple[list[T], bool]]) -> list[T]:
+    diag.send(req)
+    out: list[T] = []
     total = 0
     while True:
         data = diag.recv(1 << 16)
         total += len(data)
         if not data or total > MAX_BYTES:
             raise ValueError("sock_diag dump ended early or is too large")
-        got, done = parse(data)
+        got, done = parser(data)
         out += got
         if done:
             return out
+
+
+def bound_sockets(diag: socket.socket) -> list[Bound]:
+    """Every bound unix socket of the diag socket's network namespace. Raises OSError/ValueError."""
+    return _dump(diag, request(1), parse)
 
 
 def find(diag: socket.socket, *, vfs: tuple[int, int] | None = None, name: bytes | None = None) -> Bound | None:
@@ -130,38 +144,17 @@ def parse_inet(data: bytes) -> tuple[list[tuple[str, int, int]], bool]:
     """(local address, port, socket inode) of each listening socket in one netlink read; whether the dump is
     done. Raises ValueError."""
     out: list[tuple[str, int, int]] = []
-    off = 0
-    while off + _NLH.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLH.unpack_from(data, off)
-        if length < _NLH.size or off + length > len(data):
-            raise ValueError("truncated netlink message")
+    for kind, msg in _messages(data):
         if kind == NLMSG_DONE:
             return out, True
-        if kind == NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", data, off + _NLH.size)
-            raise ValueError(f"sock_diag error {os.strerror(-code)}")
-        if kind == SOCK_DIAG_BY_FAMILY and length >= _NLH.size + _INET_MSG.size:
-            fam, _st, _t, _r, sport, _dp, src, _dst, _if, _c, _e, _rq, _wq, _uid, ino = _INET_MSG.unpack_from(
-                data, off + _NLH.size
-            )
+        if kind == SOCK_DIAG_BY_FAMILY and len(msg) >= _INET_MSG.size:
+            fam, _st, _t, _r, sport, _dp, src, _dst, _if, _c, _e, _rq, _wq, _uid, ino = _INET_MSG.unpack_from(msg)
             addr = socket.inet_ntop(fam, src[:4] if fam == socket.AF_INET else src)
             out.append((addr, int.from_bytes(sport, "big"), ino))
-        off += (length + 3) & ~3
     return out, False
 
 
 def tcp_listeners(diag: socket.socket, family: int) -> list[tuple[str, int, int]]:
     """Every listening TCP socket of ``family`` in the diag socket's network namespace: (address, port, inode).
     Raises OSError/ValueError."""
-    diag.send(inet_request(family, 2))
-    out: list[tuple[str, int, int]] = []
-    total = 0
-    while True:
-        data = diag.recv(1 << 16)
-        total += len(data)
-        if not data or total > MAX_BYTES:
-            raise ValueError("sock_diag dump ended early or is too large")
-        got, done = parse_inet(data)
-        out += got
-        if done:
-            return out
+    return _dump(diag, inet_request(family, 2), parse_inet)

@@ -32,43 +32,35 @@ def _try_connect(port: int) -> int:
         return e.errno or 254
 
 
-def test_landlock_without_ports_refuses_every_tcp_connect() -> None:
+def _attempt_reaches_nothing(setup: object) -> int:
+    """A connect to a loopback canary from a child that first runs ``setup``: its errno; the canary must hear
+    nothing."""
     canary = socket.create_server(("127.0.0.1", 0))
     canary.setblocking(False)
     port = canary.getsockname()[1]
 
     def child() -> int:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-        landlock.restrict(landlock.Policy(read=["/"], write=[], connect_ports=[]))
+        setup()  # type: ignore[operator]
         return _try_connect(port)
 
     try:
-        assert _in_child(child) == 13  # EACCES
+        code = _in_child(child)
         try:
             canary.accept()
             raise AssertionError("the canary heard a connection")
         except BlockingIOError:
             pass
+        return code
     finally:
         canary.close()
+
+
+def test_landlock_without_ports_refuses_every_tcp_connect() -> None:
+    policy = landlock.Policy(read=["/"], write=[], connect_ports=[])
+    assert _attempt_reaches_nothing(lambda: landlock.restrict(policy)) == 13  # EACCES
 
 
 def test_notified_calls_fail_once_nobody_supervises() -> None:
-    canary = socket.create_server(("127.0.0.1", 0))
-    canary.setblocking(False)
-    port = canary.getsockname()[1]
-
-    def child() -> int:
-        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-        os.close(unotify.install(inet=True))  # the only listener gone, as when boundary dies
-        return _try_connect(port)
-
-    try:
-        assert _in_child(child) == 38  # ENOSYS: the call did not run
-        try:
-            canary.accept()
-            raise AssertionError("the canary heard a connection")
-        except BlockingIOError:
-            pass
-    finally:
-        canary.close()
+    # the only listener closed, as when boundary dies: the call does not run (ENOSYS)
+    assert _attempt_reaches_nothing(lambda: os.close(unotify.install(inet=True))) == 38
