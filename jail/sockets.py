@@ -1,8 +1,8 @@
 """The socket supervisor, the same in both modes: boundary's side of the seccomp user-notification
-filter (jail.kernel.unotify). The command's connect, sendto-with-an-address, sendmsg and sendmmsg
-(and, in landjail, bind) wait while boundary decides; connect and sendto are then performed by
-boundary itself on a duplicate of the command's socket (pidfd_getfd), to the address it read and
-checked, so the command cannot change the address between the check and its use.
+filter (jail.kernel.unotify), served in a process of its own (SupervisorProcess). The command's
+address-taking socket calls wait while it decides; connect and sendto are then performed by it on a
+duplicate of the command's socket (pidfd_getfd), to the address it read and checked, so the command
+cannot change the address between the check and its use.
 
 Unix sockets (network namespaces and Landlock ABI <= 7 do not cover pathname sockets):
 - a pathname socket may be reached when the socket bound to that file is one of the jail's own
@@ -13,17 +13,19 @@ Unix sockets (network namespaces and Landlock ABI <= 7 do not cover pathname soc
   landjail only its own bound ones (Landlock's scoping says the same).
 Internet sockets: nsjail connects as asked (its network namespace redirects everything); in landjail
 boundary routes them itself (jail.inet): every TCP connect to the proxy (its transparent listener, the
-destination recorded in proxy.origins), UDP to port 53 to the DNS responder (and its replies, read
-through an emulated recvfrom, appear to come from the server asked), other UDP refused, binds kept
-on loopback. In landjail, sendmsg/sendmmsg on datagram sockets are done here too (read once, sent
-from boundary's copy), and Landlock refuses every TCP connect the command would make itself.
+destination recorded in proxy.origins) unless it is to a loopback server the jail itself started,
+UDP to port 53 to the DNS responder (and its replies, read through an emulated recvfrom, appear to
+come from the server asked), other UDP refused, binds kept on loopback. In landjail bind, listen,
+sendmsg and sendmmsg are carried out here too, whatever the socket (never handed back to the kernel,
+which would look the descriptor up again), and Landlock refuses every TCP connect and bind the
+command would make itself.
 nsjail also hands over kill() aimed at a process group: boundary signals the group's members inside
 the jail only (the command shares boundary's process group, the terminal's).
 
-Known limit: sendmsg/sendmmsg are checked but then run by the kernel (their control messages
-cannot be replayed faithfully), so a multi-threaded program that rewrites msg_name between the
-check and the kernel's read can send datagrams to an outside unix datagram socket.
-Side effects: a thread that serves the listener; worker threads for calls that may block.
+Known limit (nsjail): sendmsg/sendmmsg on unix sockets are checked but then run by the kernel, so a
+multi-threaded program that rewrites msg_name (or the descriptor) between the check and the kernel's
+read can send datagrams to an outside unix datagram socket (UDP cannot leave nsjail's network namespace).
+Side effects: a process that serves the listener, with worker threads for calls that may block.
 """
 
 from __future__ import annotations
