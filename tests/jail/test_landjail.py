@@ -204,3 +204,24 @@ def test_nothing_the_command_leaves_running_outlives_the_run(tmp_path: Path) -> 
     assert "started" in r.stdout
     assert not processes_with(token)
     assert not processes_with(str(int(token) + 1))
+
+
+FD_PASSING = (
+    "import os, socket\n"
+    "a, b = socket.socketpair()\n"
+    "r, w = os.pipe()\n"
+    "socket.send_fds(a, [b'here'], [w])\n"
+    "msg, fds, _, _ = socket.recv_fds(b, 100, 1)\n"
+    "os.write(fds[0], b'through the passed pipe')\n"
+    "print(msg.decode(), os.read(r, 100).decode())\n"
+    "d1, d2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+    "d1.sendmsg([b'part1-', b'part2'])\n"
+    "print(d2.recv(100).decode())\n"
+)
+
+
+def test_sendmsg_carried_out_by_boundary_keeps_its_meaning(tmp_path: Path) -> None:
+    """landjail's supervisor sends sendmsg itself: passed descriptors are the caller's own, iovecs joined."""
+    r = boundary_run(tmp_path, "--jail-type", "landjail", "--", PY, "-c", FD_PASSING)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["here through the passed pipe", "part1-part2"], r.stdout
