@@ -402,6 +402,8 @@ class Supervisor:
             entries = [(n.args[1], unotify.read_memory(n.pid, n.args[1], _MSGHDR.size))]
         blocking = not (flags & MSG_DONTWAIT) and _blocking(sock)
         stream = sock.type == socket.SOCK_STREAM
+        if inline and blocking and stream:
+            raise _Defer  # a blocking stream send returns once all of it is sent: that may take a while
         sent = 0
         for ptr, header in entries:
             name, namelen, iov, iovlen, control, controllen, _ = _MSGHDR.unpack(header)
@@ -424,6 +426,8 @@ class Supervisor:
                     if sent or not self._wait_writable(n, sock):
                         break
                     ret = unotify.sendmsg(sock.fileno(), target, data, ctrl, flags | MSG_DONTWAIT)
+                if stream and blocking and 0 <= ret < len(data):
+                    ret += self._send_rest(n, sock, data[ret:], flags)
                 if ret == -errno.EPIPE and not flags & MSG_NOSIGNAL:
                     with contextlib.suppress(OSError):
                         os.kill(n.pid, signal.SIGPIPE)  # as the kernel would have
@@ -442,6 +446,17 @@ class Supervisor:
             else:
                 sent = ret
         return _Answer(val=sent)
+
+    def _send_rest(self, n: unotify.Notification, sock: socket.socket, rest: bytes, flags: int) -> int:
+        """A blocking stream send goes on until all is sent (or the peer fails it, or the caller is gone): how
+        much more was sent."""
+        more = 0
+        while more < len(rest) and self._wait_writable(n, sock):
+            ret = unotify.sendmsg(sock.fileno(), None, rest[more:], b"", flags | MSG_DONTWAIT)
+            if ret < 0 and ret != -errno.EAGAIN:
+                break
+            more += max(ret, 0)
+        return more
 
     def _wait_writable(self, n: unotify.Notification, sock: socket.socket) -> bool:
         """Until ``sock`` can take more, or its caller stopped waiting (False)."""

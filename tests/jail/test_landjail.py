@@ -225,3 +225,28 @@ def test_sendmsg_carried_out_by_boundary_keeps_its_meaning(tmp_path: Path) -> No
     r = boundary_run(tmp_path, "--jail-type", "landjail", "--", PY, "-c", FD_PASSING)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["here through the passed pipe", "part1-part2"], r.stdout
+
+
+BIG_SENDMSG = (
+    "import socket, threading\n"
+    "srv = socket.create_server(('127.0.0.1', 0))\n"
+    "got = []\n"
+    "def drain():\n"
+    "    c, _ = srv.accept()\n"
+    "    while (chunk := c.recv(1 << 16)):\n"
+    "        got.append(len(chunk))\n"
+    "t = threading.Thread(target=drain)\n"
+    "t.start()\n"
+    "s = socket.create_connection(('127.0.0.1', srv.getsockname()[1]))\n"
+    "data = b'x' * (3 << 20)\n"
+    "print('sent', s.sendmsg([data]) == len(data))\n"
+    "s.close()\n"
+    "t.join()\n"
+    "print('received', sum(got) == len(data))\n"
+)
+
+
+def test_a_blocking_sendmsg_on_a_stream_sends_all_of_it(tmp_path: Path) -> None:
+    r = boundary_run(tmp_path, "--jail-type", "landjail", "--", PY, "-c", BIG_SENDMSG)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["sent True", "received True"], r.stdout
