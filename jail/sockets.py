@@ -340,7 +340,8 @@ class Supervisor:
         except (OSError, ValueError):
             return False
         wildcard = ("0.0.0.0", "::")
-        return any(p == port and ino in self.binds and (addr == host or addr in wildcard) for addr, p, ino in listening)
+        there = [ino for addr, p, ino in listening if p == port and (addr == host or addr in wildcard)]
+        return bool(there) and all(ino in self.binds for ino in there)  # no one else's among them
 
     def _listen_checks(self, sock: socket.socket, kind: inet.Kind, targets: inet.Targets) -> None:
         """listen() on an unbound socket would bind the wildcard address: bound to loopback first. A socket bound

@@ -25,6 +25,11 @@ MAX_FAMILY = 64
 BAD_SOCK_TYPES = (socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_RDM, socket.SOCK_SEQPACKET, 6, 10)
 MSG_FASTOPEN = 0x20000000
 TCP_FASTOPEN_CONNECT = 30
+SO_REUSEPORT, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF = 15, 51, 52
+# netlink protocols a command may open: routes and addresses, socket diagnostics, uevents, generic netlink (none
+# lets an unprivileged sender reach another process); NETLINK_USERSOCK (2) would, to any process of any user
+NETLINK_ALLOWED = (0, 4, 15, 16)
+NETLINK_MAX = 32
 PRIO_PROCESS = 0
 IOPRIO_WHO_PROCESS = 1
 TIOCSTI = 0x5412
@@ -113,6 +118,13 @@ def _sockets(f: sc.SyscallFilter, *, udp: bool) -> None:
     f.add_rule(deny, "sendmsg", sc.Arg(2, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "sendmmsg", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "setsockopt", sc.Arg(1, sc.EQ, socket.IPPROTO_TCP), sc.Arg(2, sc.EQ, TCP_FASTOPEN_CONNECT))
+    # a socket sharing a port with one of the user's servers outside (same uid) would take over its connections
+    for opt in (SO_REUSEPORT, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF):
+        f.add_rule(sc.ERRNO(errno.EPERM), "setsockopt", sc.Arg(1, sc.EQ, socket.SOL_SOCKET), sc.Arg(2, sc.EQ, opt))
+    for proto in range(NETLINK_MAX):
+        if proto not in NETLINK_ALLOWED:
+            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, socket.AF_NETLINK), sc.Arg(2, sc.EQ, proto))
+    f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, socket.AF_NETLINK), sc.Arg(2, sc.GE, NETLINK_MAX))
 
 
 def load(*, network: bool, udp: bool = False) -> None:

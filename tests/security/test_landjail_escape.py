@@ -110,3 +110,69 @@ def test_nothing_escapes_the_landjail(tmp_path: Path) -> None:
     finally:
         canary.close()
         unix.close()
+
+
+REUSEPORT = r"""
+import socket, sys
+port = int(sys.argv[1])
+s = socket.socket()
+try:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(5)
+    print("joined", socket.create_connection(("127.0.0.1", port), timeout=5).recv(50))
+except OSError as e:
+    print("refused", e.errno)
+"""
+
+USERSOCK = r"""
+import socket, struct, sys
+try:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 2)
+    s.bind((0, 0))
+    s.sendto(struct.pack("=IHHII", 22, 0x10, 0, 1, 0) + b"leaked", (int(sys.argv[1]), 0))
+    print("sent")
+except OSError as e:
+    print("refused", e.errno)
+"""
+
+
+def test_no_port_shared_with_a_server_outside(tmp_path: Path) -> None:
+    """SO_REUSEPORT would put a jail socket in the same group as a server of the user's outside (same uid): the
+    kernel would hand the jail's connects, and the server's clients, across the group (an outside review)."""
+    outside = socket.socket()
+    outside.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    outside.bind(("127.0.0.1", 0))
+    outside.listen(5)
+    outside.setblocking(False)
+    try:
+        port = outside.getsockname()[1]
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, "-c", REUSEPORT, str(port))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "refused 1", r.stdout  # EPERM
+        try:
+            outside.accept()
+            raise AssertionError("the outside server was reached")
+        except BlockingIOError:
+            pass
+    finally:
+        outside.close()
+
+
+def test_no_netlink_message_to_another_process(tmp_path: Path) -> None:
+    """NETLINK_USERSOCK lets an unprivileged sender reach any process's socket by port id (an outside review)."""
+    canary = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 2)
+    canary.bind((0, 0))
+    canary.setblocking(False)
+    try:
+        portid = canary.getsockname()[0]
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, "-c", USERSOCK, str(portid))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "refused 13", r.stdout  # EACCES
+        try:
+            canary.recv(100)
+            raise AssertionError("the netlink canary heard a message")
+        except BlockingIOError:
+            pass
+    finally:
+        canary.close()
