@@ -39,3 +39,14 @@ def test_usage_errors_are_one_line(args: tuple[str, ...], code: int, line: str) 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(line), r.stderr
+
+
+def test_every_run_option_is_in_the_readme() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text()
+    options = set(re.findall(r"^\s+(--[a-z][a-z-]+)", boundary("run", "-h").stdout, re.M)) - {"--help"}
+    assert options, "no options parsed from --help"
+    missing = sorted(o for o in options if o not in readme)
+    assert missing == [], missing
