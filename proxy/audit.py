@@ -139,6 +139,7 @@ class AuditSink:
         """A socket call the jail's socket supervisor refused (an outside unix socket, a TCP connect that
         bypassed the proxy): audited as event ``socket``, announced once per ``what``."""
         # names the jail chose: no terminal control sequences on the user's stderr
+        line = f"boundary: denied {what} ({why})"  # escaped once, by _say
         what, why = printable(what), printable(why)
         rec: dict[str, Any] = dict.fromkeys(FIELDS)
         rec.update(ts=time.time(), event="socket", decision="deny", host=what, port=0, scheme="unix", reason=why)
@@ -149,7 +150,7 @@ class AuditSink:
             fresh = (what, 0, "") not in self._shown and not self.quiet
             self._shown.add((what, 0, ""))
         if fresh:
-            self._say(f"boundary: denied {what} ({why})")
+            self._say(line)
         self.record(rec)
 
     def record(self, rec: dict[str, Any]) -> None:
@@ -161,6 +162,8 @@ class AuditSink:
             self._degrade("audit queue full", rec)
 
     def _announce(self, d: Decision, reason: str, scheme: str) -> None:
+        """One line on stderr, with what the jail chose (a decoded path, a name) escaped: no control sequences
+        reach the user's terminal."""
         key = (d.host, d.port, d.method or "")
         with self._lock:
             if key in self._shown or self.quiet:
@@ -178,6 +181,7 @@ class AuditSink:
 
     def _say(self, line: str) -> None:
         """A denial line: now, or (``hold``) kept for the end of the run, at most HOLD_MAX of them."""
+        line = printable(line)
         if not self.hold:
             self._write_err(line)
             return

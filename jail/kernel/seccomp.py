@@ -46,6 +46,9 @@ FORBIDDEN_CALLS = (
 
 
 NS_FLAGS = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+AF_VSOCK = 40  # to the hypervisor or host: not confined by a network namespace
+SYSV_IPC_CALLS = ("shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop",
+                  "semtimedop", "semctl")  # fmt: skip
 MOUNT_CALLS = ("mount", "umount2", "pivot_root", "setns", "open_tree", "move_mount", "fsopen", "fsmount", "fspick",
                "mount_setattr")  # fmt: skip
 
@@ -70,6 +73,7 @@ def _common(f: sc.SyscallFilter) -> None:
     f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETOWN_EX))
     for name in FORBIDDEN_CALLS:
         f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
+    f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, AF_VSOCK))
     # no new namespaces or mounts: neither mode needs them inside, and they are kernel attack surface
     for name in MOUNT_CALLS:
         f.add_rule(sc.ERRNO(errno.EPERM), name)
@@ -81,13 +85,21 @@ def _common(f: sc.SyscallFilter) -> None:
 
 
 def _others(f: sc.SyscallFilter) -> None:
-    """landjail (no pid namespace: the user's other processes are in reach): no changing another process's
-    priority, I/O priority or resource limits (same-uid processes are fair game for these otherwise)."""
+    """landjail (no pid or IPC namespace: the user's other processes are in reach): no changing another process's
+    priority, I/O priority, scheduling or resource limits (same-uid processes are fair game for these otherwise),
+    no SysV IPC."""
     deny = sc.ERRNO(errno.EPERM)
     for name, self_kind in (("setpriority", PRIO_PROCESS), ("ioprio_set", IOPRIO_WHO_PROCESS)):
         f.add_rule(deny, name, sc.Arg(0, sc.NE, self_kind))  # one process (not a group or a user)...
         f.add_rule(deny, name, sc.Arg(1, sc.NE, 0))  # ...the caller itself
     f.add_rule(deny, "prlimit64", sc.Arg(0, sc.NE, 0))
+    for name in ("sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr"):
+        f.add_rule(deny, name, sc.Arg(0, sc.NE, 0))  # another process (0 is the caller itself)
+    # SysV shared memory, message queues and semaphores are the user's, machine-wide, without an IPC namespace:
+    # a two-way channel to any process of the user that uses them (X11 MIT-SHM, databases)
+    for name in SYSV_IPC_CALLS:
+        with contextlib.suppress(RuntimeError, ValueError, OSError):
+            f.add_rule(deny, name)
     # Landlock does not govern chmod: no widening any file to group/others or setting setuid/setgid/sticky
     # (~/.bashrc 0666 or ~ 0777 would open the user's account to every local user); chmod that narrows is left
     for name, arg in (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2)):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import boundary_env
+from tests.support import boundary_env, boundary_run, own_address
 
 TAMPER = (
     'import sys\ntry:\n    open(sys.argv[1], \'w\').write(\'{"decision": "allow", "forged": true}\\n\')\n'
@@ -61,3 +61,15 @@ def test_nsjail_tmp_log_stays_out_of_reach(tmp_path: Path) -> None:
         assert r.stdout.startswith("refused"), r.stdout
         lines = [json.loads(x) for x in audit.read_text().splitlines()] if audit.exists() else []
         assert not any(rec.get("forged") for rec in lines), lines
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_a_denied_path_prints_no_control_sequence(tmp_path: Path, mode: str) -> None:
+    """The path in a denial line is percent-decoded: an escape sequence in it (a window title, a clipboard
+    write, a screen clear) must reach the user's terminal escaped (an outside review found it raw)."""
+    url = f"http://{own_address() or '127.0.0.1'}:9/%1b]0;PWNED%07%1b[2J"  # the proxy refuses it, on this machine
+    r = boundary_run(tmp_path, "--jail-type", mode, "--", "curl", "-g", "-sS", "-o", "/dev/null", "--max-time", "20",
+                     url)  # fmt: skip
+    assert "\x1b" not in r.stderr, repr(r.stderr)
+    assert "\x07" not in r.stderr
+    assert "\\x1b]0;PWNED\\x07" in r.stderr, r.stderr

@@ -7,6 +7,7 @@ their limits). Also: names the jail chose are printed without their control char
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -211,3 +212,62 @@ def test_other_programs_shared_memory_is_out_of_reach(tmp_path: Path) -> None:
         assert victim.read_text() == "#!/bin/sh\n"
     finally:
         victim.unlink()
+
+
+SYSV = r"""
+import ctypes, errno, sys
+libc = ctypes.CDLL(None, use_errno=True)
+out = []
+for name, args in (("shmget", (int(sys.argv[1]), 0, 0o600)), ("msgget", (int(sys.argv[1]) + 1, 0o600)),
+                   ("semget", (int(sys.argv[1]) + 2, 0, 0o600))):
+    r = getattr(libc, name)(*args)
+    out.append(f"{name} " + ("ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]))
+print(" ".join(out))
+"""
+
+
+def test_no_sysv_ipc_with_the_users_other_processes(tmp_path: Path) -> None:
+    """No IPC namespace in landjail: SysV shared memory and message queues are the user's, machine-wide (an
+    outside review read and wrote a segment of another process of the user)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x42420000 + os.getpid() % 0xFFFF
+    shm = libc.shmget(key, 4096, 0o1600)  # IPC_CREAT | 0600
+    msq = libc.msgget(key + 1, 0o1600)
+    try:
+        assert shm >= 0
+        assert msq >= 0
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, "-c", SYSV, str(key))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "shmget EPERM msgget EPERM semget EPERM", r.stdout
+    finally:
+        libc.shmctl(shm, 0, None)  # IPC_RMID
+        libc.msgctl(msq, 0, None)
+
+
+AFFINITY = r"""
+import os, sys
+pid = int(sys.argv[1])
+for name, call in (("affinity", lambda: os.sched_setaffinity(pid, {0})),
+                   ("scheduler", lambda: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)))):
+    try:
+        call()
+        print(name, "changed")
+    except OSError as e:
+        print(name, e.errno)
+"""
+
+
+def test_other_processes_scheduling_cannot_be_changed(tmp_path: Path) -> None:
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        before = os.sched_getaffinity(victim.pid)
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, "-c", AFFINITY, str(victim.pid))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["affinity", "1", "scheduler", "1"], r.stdout  # EPERM
+        assert os.sched_getaffinity(victim.pid) == before
+        assert os.sched_getscheduler(victim.pid) == os.SCHED_OTHER
+    finally:
+        victim.kill()
+        victim.wait()
