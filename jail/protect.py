@@ -5,7 +5,8 @@ file system holds now (git metadata is found by looking).
 
 - in the workspace and every --rw directory: git's config, hooks and info (of the repository, its
   submodules and, for a linked worktree, the common directory), the ``.git`` entry itself, and the
-  files editors and direnv act on when a folder is opened (``.envrc``, ``.vscode``, ``.idea``);
+  files editors, direnv and agents act on when a folder is opened (``.envrc``, ``.vscode``, ``.idea``,
+  ``.claude``, ``.mcp.json``, ``.cursor``, ``.gemini``, ...);
 - in each home directory (the account's and ``$HOME``): shell startup files, git's, ssh's and
   systemd's configuration, autostart entries, ``~/.local/bin``, package managers' config (which can
   run programs), agents' own config files, boundary's own config;
@@ -33,8 +34,15 @@ HOME_PROTECTED = (
     ".emacs", ".emacs.d", ".tmux.conf", ".config/tmux", ".screenrc", ".xprofile", ".xinitrc", ".xsession",
     ".codex/config.toml", ".claude/settings.json", ".claude/settings.local.json", ".gemini/settings.json",
     ".config/direnv", ".direnvrc", ".envrc", ".gnupg", ".pam_environment",
+    # what agents load and run or obey when they start later, outside: extensions, MCP servers, hooks, commands,
+    # approval rules, instructions, their .env
+    ".codex/rules", ".codex/prompts", ".codex/AGENTS.md", ".claude/commands", ".claude/agents", ".claude/skills",
+    ".claude/plugins", ".claude/hooks", ".claude/CLAUDE.md", ".gemini/extensions", ".gemini/commands",
+    ".gemini/.env", ".gemini/GEMINI.md", ".config/opencode", ".cursor", ".continue",
 )  # fmt: skip
-WORKSPACE_PROTECTED = (".envrc", ".vscode", ".idea")
+# what editors, direnv and agents act on when the folder is opened later (settings with hooks, MCP servers)
+WORKSPACE_PROTECTED = (".envrc", ".vscode", ".idea", ".claude", ".mcp.json", ".cursor", ".gemini", ".nvim.lua",
+                       ".exrc", ".dir-locals.el", ".continue", "opencode.json")  # fmt: skip
 WORKSPACE_PLACEHOLDER_DIRS = (".vscode", ".idea")
 WORKSPACE_PLACEHOLDER_FILES = (".envrc",)  # an empty .envrc is inert (direnv asks before it runs a new one)
 # what git reads as configuration or runs, in a git directory: config (core.fsmonitor, core.hooksPath, filters,
@@ -60,7 +68,11 @@ HOME_SECRETS = (
     ".config/rclone", ".s3cfg", ".boto", ".databrickscfg", ".config/heroku", ".netlify", ".config/vercel",
     ".fly", ".gem/credentials", ".m2/settings-security.xml", ".gradle/gradle.properties", ".composer/auth.json",
     ".dbus", ".pgpass", ".my.cnf", ".config/Code/User/globalStorage", ".mozilla", ".config/google-chrome",
-    ".config/chromium",
+    ".config/chromium", ".local/share/atuin", ".config/atuin/key", ".config/sops", ".config/github-copilot",
+    ".pulumi/credentials.json", ".cloudflared", ".vercel", ".local/share/com.vercel.cli", ".wrangler",
+    ".config/.wrangler", ".config/stripe", ".config/ngrok", ".ngrok2", ".heroku", ".config/hcloud",
+    ".config/configstore/firebase-tools.json", ".ibmcloud", ".m2/settings.xml", ".bunfig.toml", ".env",
+    ".yarnrc.yml",
 )  # fmt: skip
 
 

@@ -54,6 +54,13 @@ attempt("home .cargo/bin/ls", lambda: write(os.path.join(home, ".cargo/bin/ls"),
 attempt("home .npm-global/bin/ls",
         lambda: write(os.path.join(home, ".npm-global/bin/ls"), "#!/bin/sh\n" + payload, "w"))
 attempt("home .npmrc", lambda: write(os.path.join(home, ".npmrc"), "script-shell=/tmp/x\n"))
+AGENT_PLANTS = (".gemini/extensions/evil/gemini-extension.json", ".gemini/.env", ".codex/rules/default.rules",
+                ".codex/AGENTS.md", ".claude/commands/x.md", ".claude/agents/x.md", ".claude/hooks/x.sh")
+for rel in AGENT_PLANTS:
+    attempt("home " + rel, lambda r=rel: write(os.path.join(home, r), payload))
+for rel in (".claude/settings.json", ".mcp.json", ".cursor/mcp.json", ".gemini/settings.json", ".nvim.lua",
+            ".dir-locals.el"):
+    attempt("ws " + rel, lambda r=rel: write(os.path.join(ws, r), payload))
 attempt("boundary config", lambda: write(os.path.join(os.environ["XDG_CONFIG_HOME"], "boundary/config.yaml"),
                                         "allow_private: true\n"))
 git = os.path.join(ws, ".git")
@@ -146,6 +153,13 @@ def test_nothing_planted_runs_outside(tmp_path: Path, setting: tuple[Path, Path,
                  ".config/autostart/x.desktop", ".npmrc"):  # fmt: skip
         assert not (home / name).exists(), (name, planted)
     assert (home / ".bashrc").read_text() == "# the user's\n"
+    # what agents and editors load when they start later (an outside review found these kept)
+    for name in (".gemini/extensions/evil/gemini-extension.json", ".gemini/.env", ".codex/rules/default.rules",
+                 ".codex/AGENTS.md", ".claude/commands/x.md", ".claude/agents/x.md", ".claude/hooks/x.sh"):  # fmt: skip
+        assert not (home / name).exists(), (name, planted)
+    for name in (".claude/settings.json", ".mcp.json", ".cursor/mcp.json", ".gemini/settings.json", ".nvim.lua",
+                 ".dir-locals.el"):  # fmt: skip
+        assert not (ws / name).exists(), (name, planted)
     assert not (Path(env["XDG_CONFIG_HOME"]) / "boundary" / "config.yaml").exists()
     if mode == "nsjail":  # refused at once (landjail puts things back at the end instead)
         # (this HOME lies in /tmp, which is the jail's own in nsjail: writes there vanish with it)
@@ -156,7 +170,9 @@ def test_nothing_planted_runs_outside(tmp_path: Path, setting: tuple[Path, Path,
 
 SECRETS = (".npmrc", ".pypirc", ".cargo/credentials.toml", ".config/git/credentials", ".vault-token",
            ".config/containers/auth.json", ".cache/huggingface/token", ".bash_history", ".ssh/id_ed25519",
-           ".git-credentials", ".terraform.d/credentials.tfrc.json")  # fmt: skip
+           ".git-credentials", ".terraform.d/credentials.tfrc.json", ".local/share/atuin/history.db",
+           ".config/sops/age/keys.txt", ".config/github-copilot/apps.json", ".yarnrc.yml", ".env",
+           ".config/configstore/firebase-tools.json")  # fmt: skip
 
 READ = r"""
 import json, sys
