@@ -310,8 +310,10 @@ class Supervisor:
         if n.nr == nr["bind"]:
             raw = self._address(n, n.args[1], n.args[2] & 0xFFFFFFFF)
             if is_inet:
-                ret = unotify.raw_call("bind", fd, *unotify.sockaddr_args(self._carry(targets.bind(kind, sock.family,
-                                                                                              raw))))  # fmt: skip
+                target = self._carry(targets.bind(kind, sock.family, raw))
+                if kind is inet.Kind.UDP and self._shared_with_outside(sock, target):
+                    return _Answer(error=errno.EADDRINUSE)
+                ret = unotify.raw_call("bind", fd, *unotify.sockaddr_args(target))
             elif sock.family == socket.AF_UNIX:
                 ret = self._bind_unix(n, sock, raw)
             else:  # netlink and the like: an address of the kernel's, nothing outside
@@ -327,6 +329,29 @@ class Supervisor:
                 self.binds.add(os.fstat(fd).st_ino)
             return _result(ret)
         return self._send_messages(n, sock, kind, inline)
+
+    def _shared_with_outside(self, sock: socket.socket, target: bytes) -> bool:
+        """Would this UDP bind (with SO_REUSEADDR) share a port with a socket outside the jail? The kernel would
+        then hand datagrams meant for that service to the jail."""
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+            return False  # the kernel itself refuses a port in use
+        try:
+            _, host, port = inet.parse(target)
+        except ValueError:
+            return False
+        if port == 0:
+            return False
+        wildcard = ("0.0.0.0", "::")
+        try:
+            with self._diag_lock:
+                there = [
+                    *sockdiag.udp_sockets(self.diag, socket.AF_INET),
+                    *sockdiag.udp_sockets(self.diag, socket.AF_INET6),
+                ]
+        except (OSError, ValueError):
+            return True  # cannot tell: refuse
+        return any(p == port and ino not in self.binds and (a == host or a in wildcard or host in wildcard)
+                   for a, p, ino in there)  # fmt: skip
 
     def _own_listener(self, host: str, port: int) -> bool:
         """Is a server the jail itself started listening on loopback ``host``:``port``? (Decided on the listening

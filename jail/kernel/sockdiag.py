@@ -135,8 +135,11 @@ _INET_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # family state timer retra
 # expires rqueue wqueue uid inode
 
 
-def inet_request(family: int, seq: int) -> bytes:
-    body = _INET_REQ.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
+ALL_INET_STATES = 0xFFF
+
+
+def inet_request(family: int, seq: int, protocol: int = socket.IPPROTO_TCP, states: int = 1 << TCP_LISTEN) -> bytes:
+    body = _INET_REQ.pack(family, protocol, 0, states)
     return _NLH.pack(_NLH.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
@@ -158,3 +161,9 @@ def tcp_listeners(diag: socket.socket, family: int) -> list[tuple[str, int, int]
     """Every listening TCP socket of ``family`` in the diag socket's network namespace: (address, port, inode).
     Raises OSError/ValueError."""
     return _dump(diag, inet_request(family, 2), parse_inet)
+
+
+def udp_sockets(diag: socket.socket, family: int) -> list[tuple[str, int, int]]:
+    """Every UDP socket of ``family`` with a local port, in the diag socket's network namespace: (address, port,
+    inode). Raises OSError/ValueError."""
+    return _dump(diag, inet_request(family, 3, socket.IPPROTO_UDP, ALL_INET_STATES), parse_inet)

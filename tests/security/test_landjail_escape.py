@@ -176,3 +176,30 @@ def test_no_netlink_message_to_another_process(tmp_path: Path) -> None:
             pass
     finally:
         canary.close()
+
+
+UDP_SHARE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    print("bound")
+except OSError as e:
+    print("refused", e.errno)
+"""
+
+
+def test_no_udp_port_shared_with_a_service_outside(tmp_path: Path) -> None:
+    """SO_REUSEADDR lets two UDP sockets share a port: the jail would get datagrams meant for an outside service
+    that set it too (mDNS, statsd; an outside review)."""
+    outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    outside.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    outside.bind(("127.0.0.1", 0))
+    try:
+        port = outside.getsockname()[1]
+        r = boundary_run(tmp_path, "--jail-type", "landjail", "--", sys.executable, "-c", UDP_SHARE, str(port))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "refused 98", r.stdout  # EADDRINUSE
+    finally:
+        outside.close()
