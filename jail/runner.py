@@ -78,6 +78,9 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _missing_paths(config)
     fs = fspolicy.build(config, os.environ, os.getuid())
+    with contextlib.suppress(OSError):  # the command starts in its workspace unless it is started inside it
+        if not under(os.getcwd(), str(config.workspace)):
+            os.chdir(config.workspace)
     for d in (fs.npm_prefix, *(os.path.join(fs.home, h) for h in fspolicy.HOME_CREATE)):
         with contextlib.suppress(OSError):  # tool state npm needs at once (the rest is used where it exists)
             os.makedirs(d, exist_ok=True)

@@ -119,3 +119,16 @@ def test_denials_wait_for_the_end_while_the_command_has_the_terminal(tmp_path: P
     assert status == 0, out
     assert "denied" in out, out
     assert out.index("command-done") < out.index("boundary: denied"), out
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_the_command_starts_in_its_workspace(tmp_path: Path, mode: str) -> None:
+    from tests.support import boundary_run
+
+    ws = tmp_path / "project"
+    ws.mkdir()
+    r = boundary_run(tmp_path, "--jail-type", mode, "--workspace", str(ws), "--", "pwd", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(ws)
+    inside = boundary_run(tmp_path, "--jail-type", mode, "--workspace", str(tmp_path), "--", "pwd", cwd=ws)
+    assert inside.stdout.strip() == str(ws)  # started inside it: stays where it was
