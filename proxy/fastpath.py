@@ -86,10 +86,13 @@ class _Pipe(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def relay(client: socket.socket, upstream: socket.socket, *, first_up: bytes = b"") -> RelayStats:
-    """Relay until both sides are closed; ``first_up`` is sent upstream before anything else."""
+async def relay(
+    client: socket.socket, upstream: socket.socket, *, first_up: bytes = b"", stats: RelayStats | None = None
+) -> RelayStats:
+    """Relay until both sides are closed; ``first_up`` is sent upstream before anything else. ``stats`` (counted
+    as the bytes pass) says how far it got even when the relay is cancelled."""
     loop = asyncio.get_running_loop()
-    stats = RelayStats()
+    stats = RelayStats() if stats is None else stats
     done_up: asyncio.Future[None] = loop.create_future()
     down = _Pipe(done_up, stats, upstream_side=True)
     up = _Pipe(done_up, stats, upstream_side=False)

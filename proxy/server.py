@@ -27,7 +27,7 @@ from typing import Any
 
 from .audit import AuditSink
 from .denial import Pin, denial_body, http_response
-from .fastpath import relay
+from .fastpath import RelayStats, relay
 from .mitm import MitmEngine, MitmError, MitmSettings
 from .origins import Origins
 from .rules import Decision, L4Verdict, Policy, normalize_host
@@ -272,11 +272,14 @@ class ProxyServer:
             return
         if reply:
             await asyncio.get_running_loop().sock_sendall(conn, reply)
-        stats = await relay(conn, upstream, first_up=first_up)
-        self.audit.decision(
-            d, event="connection", scheme=scheme, bytes_up=stats.bytes_up, bytes_down=stats.bytes_down,
-            duration_ms=(time.monotonic() - t0) * 1000,
-        )  # fmt: skip
+        stats = RelayStats()
+        try:
+            await relay(conn, upstream, first_up=first_up, stats=stats)
+        finally:  # at the end of the relay, or when the run ends with it still open: every connection is audited
+            self.audit.decision(
+                d, event="connection", scheme=scheme, bytes_up=stats.bytes_up, bytes_down=stats.bytes_down,
+                duration_ms=(time.monotonic() - t0) * 1000,
+            )  # fmt: skip
 
     # -- explicit proxy --------------------------------------------------------
     async def _explicit(self, conn: socket.socket, buf: bytearray | None = None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import VISIBLE_ROOT
+from tests.support import VISIBLE_ROOT, Upstream
 
 
 @pytest.fixture
@@ -132,3 +132,34 @@ def test_the_command_starts_in_its_workspace(tmp_path: Path, mode: str) -> None:
     assert r.stdout.strip() == str(ws)
     inside = boundary_run(tmp_path, "--jail-type", mode, "--workspace", str(tmp_path), "--", "pwd", cwd=ws)
     assert inside.stdout.strip() == str(ws)  # started inside it: stays where it was
+
+
+KEEP_ALIVE = (
+    "import socket, sys\n"
+    "s = socket.create_connection((socket.gethostbyname('plain.test'), int(sys.argv[1])), timeout=30)\n"
+    "s.sendall(b'GET /sse-hold HTTP/1.1\\r\\nHost: plain.test\\r\\n\\r\\n')\n"
+    "data = b''\n"
+    "while b'data: one' not in data:\n"
+    "    data += s.recv(4096)\n"
+    "print('answered')\n"  # and exits while the server still holds the stream open
+)
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_a_connection_still_open_at_the_end_is_audited(tmp_path: Path, mode: str, plain: Upstream) -> None:
+    from tests.support import boundary_run
+
+    port = str(plain.port)
+    plain.sse_gate.clear()
+    try:
+        rules = ("--allow-private", "--host-map", "plain.test=127.0.0.1", "--allow", f"domain=plain.test port={port}")
+        r = boundary_run(tmp_path, "--jail-type", mode, "--no-shim" if mode == "landjail" else "--shim", *rules,
+                         "--", sys.executable, "-c", KEEP_ALIVE, port)  # fmt: skip
+    finally:
+        plain.sse_gate.set()  # the server may finish the stream
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "answered\n"
+    recs = [x for x in r.audit_records() if x["event"] == "connection" and x["host"] == "plain.test"]
+    assert len(recs) == 1, r.audit_records()
+    assert recs[0]["decision"] == "allow"
+    assert int(str(recs[0]["bytes_down"])) > 0
