@@ -579,7 +579,15 @@ def test_landjail_puts_things_back_even_when_boundary_is_killed(
         assert ready.exists(), (tmp_path / "err").read_text()
         os.kill(-proc.pid, signal.SIGKILL)  # boundary and the command; the keeper is left to do the rest
         proc.wait(60)
-        wait_for(lambda: "fsmonitor" not in (ws / ".git" / "config").read_text(), timeout=10)
+        config = ws / ".git" / "config"
+        # the keeper moves the jail's version aside, then puts the original back: absent for a moment in between
+        def restored() -> bool:
+            try:
+                return "fsmonitor" not in config.read_text()
+            except FileNotFoundError:
+                return False
+
+        wait_for(restored, timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
