@@ -580,6 +580,7 @@ def test_landjail_puts_things_back_even_when_boundary_is_killed(
         os.kill(-proc.pid, signal.SIGKILL)  # boundary and the command; the keeper is left to do the rest
         proc.wait(60)
         config = ws / ".git" / "config"
+
         # the keeper moves the jail's version aside, then puts the original back: absent for a moment in between
         def restored() -> bool:
             try:
