@@ -68,3 +68,19 @@ def test_a_syscall_through_another_abi_kills_the_process(tmp_path: Path, mode: s
     r = boundary_run(tmp_path, "--jail-type", mode, "--", sys.executable, str(script), "x32")
     assert r.returncode == 128 + signal.SIGSYS, (r.stdout, r.stderr)
     assert "x32 survived" not in r.stdout
+
+
+VSOCK = (
+    "import socket\n"
+    "try:\n    socket.socket(40, socket.SOCK_STREAM)\n    print('made')\n"
+    "except OSError as e:\n    print('refused', e.errno)\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+def test_no_vsock_socket(tmp_path: Path, mode: str) -> None:
+    """vsock reaches the hypervisor or the host, and no network namespace confines it (an outside review made one
+    in nsjail)."""
+    r = boundary_run(tmp_path, "--jail-type", mode, "--", sys.executable, "-c", VSOCK)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "refused 97", r.stdout  # EAFNOSUPPORT
