@@ -71,6 +71,17 @@ def parse(raw: bytes) -> tuple[int, str, int]:
     raise ValueError("not an internet address")
 
 
+def is_loopback(host: str) -> bool:
+    """127/8 or ::1, an IPv4-mapped or scoped spelling included; False for anything that is not an address."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
 @functools.lru_cache(maxsize=1024)
 def encode(sock_family: int, host: str, port: int) -> bytes:
     """A sockaddr for a socket of ``sock_family``: an IPv4 host on an IPv6 socket becomes IPv4-mapped."""
@@ -143,7 +154,7 @@ class Targets:
             return Plan(Route.INVALID)
         if kind is Kind.TCP and self.no_bind:
             return Plan(Route.DENY, host=host, port=port, what=f"tcp bind port {port} (--no-bind)")
-        if port in self.publish or ipaddress.ip_address(host).is_loopback:
+        if port in self.publish or is_loopback(host):
             return Plan(Route.AS_ASKED, raw, host, port)
         return Plan(Route.AS_ASKED, encode(sock_family, self.loopback(sock_family), port), host, port)
 

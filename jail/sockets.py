@@ -35,7 +35,6 @@ import ctypes
 import dataclasses
 import errno
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -356,7 +355,7 @@ class Supervisor:
     def _own_listener(self, host: str, port: int) -> bool:
         """Is a server the jail itself started listening on loopback ``host``:``port``? (Decided on the listening
         socket the kernel has there now, so a server of someone else's on a port the jail once used is not.)"""
-        if not ipaddress_is_loopback(host):
+        if not inet.is_loopback(host):
             return False
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -377,7 +376,7 @@ class Supervisor:
         host, port = sock.getsockname()[:2]
         if port == 0:
             sock.bind((targets.loopback(sock.family), 0))
-        elif not ipaddress_is_loopback(str(host)) and port not in targets.publish:
+        elif not inet.is_loopback(str(host)) and port not in targets.publish:
             self.on_deny(f"tcp listen on {host}:{port}", "only loopback, or a --publish port")
             raise OSError(errno.EACCES, "refused")
 
@@ -702,13 +701,6 @@ def _blocking(sock: socket.socket) -> bool:
 
 def _kind(sock: socket.socket) -> inet.Kind:
     return inet.kind_of(sock.type, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))
-
-
-def ipaddress_is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback or host == "::ffff:127.0.0.1"
-    except ValueError:
-        return False
 
 
 def _result(ret: int) -> _Answer:
