@@ -176,6 +176,17 @@ def run(
     proxy_port: Annotated[
         int | None, typer.Option("--proxy-port", metavar="PORT", help="The proxy's loopback port (default: random).")
     ] = None,
+    secret: Annotated[
+        list[str],
+        typer.Option(
+            "--secret",
+            metavar="NAME[=HOST,...]",
+            help="The command gets a placeholder in variable NAME; the proxy swaps in the real value (from "
+            "boundary's environment, or NAME=@FILE) only on requests to HOST (default for known provider "
+            "variables such as OPENAI_API_KEY, GITHUB_TOKEN, NPM_TOKEN: their API or registry hosts), and denies "
+            "requests that carry it anywhere else. Add +body to swap in request bodies too.",
+        ),
+    ] = [],  # noqa: B006
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -192,7 +203,7 @@ def run(
         tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
         allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
-        env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port,
+        env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port, secret=secret,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

@@ -22,15 +22,18 @@ from typing import Any
 import yaml
 
 from proxy.rules import Action, Policy, Rule, parse_rule
+from proxy.secretswap import Secret
 from proxy.server import MitmMode
 from proxy.upstream import UpstreamProxy, parse_host_map
+
+from . import secretconf
 
 log = logging.getLogger(__name__)
 
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
-    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim",
+    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim", "secrets",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("netlink", "nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -88,9 +91,10 @@ class Config:
     allow_unix: tuple[Path, ...] = ()  # unix sockets outside the jail that it may connect to
     env_deny: tuple[str, ...] = ()  # variable-name globs removed from the command's environment
     env_allow: tuple[str, ...] = ()  # variable-name globs kept even where a deny (or boundary's own list) matches
+    secrets: tuple[Secret, ...] = ()  # --secret: placeholders in the jail, real values swapped in by the proxy
 
     def policy(self) -> Policy:
-        return Policy(self.rules)
+        return Policy(self.rules, inspect=[p for s in self.secrets for p in s.hosts])
 
 
 def split_rules_env(value: str) -> list[str]:
@@ -221,6 +225,7 @@ class Flags:
     allow_unix: Sequence[Path] = ()
     env_deny: Sequence[str] = ()
     env_allow: Sequence[str] = ()
+    secret: Sequence[str] = ()
 
 
 def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
@@ -303,6 +308,17 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
     if not workspace.is_dir():
         what = "is not a directory" if workspace.exists() else "does not exist"
         raise ConfigError(f"--workspace {workspace} {what} (the command runs there; create it first)")
+    try:
+        specs = [
+            *secretconf.specs_from_yaml(y.get("secrets"), f"config file {cfg_path}"),
+            *(secretconf.parse_spec(t, "BOUNDARY_SECRETS") for t in split_rules_env(env.get("BOUNDARY_SECRETS", ""))),
+            *(secretconf.parse_spec(t) for t in flags.secret),
+        ]
+        secrets = secretconf.build(specs, env)
+    except secretconf.SecretError as e:
+        raise ConfigError(str(e)) from None
+    if secrets and mitm is MitmMode.NEVER:
+        raise ConfigError("--secret needs interception of the hosts it is bound to, and --mitm is 'never'")
     upstream_ca = flags.upstream_ca or (Path(env["BOUNDARY_UPSTREAM_CA"]) if env.get("BOUNDARY_UPSTREAM_CA") else None)
     if upstream_ca is not None and not upstream_ca.is_file():
         raise ConfigError(f"--upstream-ca {upstream_ca}: no such file")
@@ -338,4 +354,5 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         env_deny=_globs(y.get("env_deny"), env.get("BOUNDARY_ENV_DENY", ""), flags.env_deny, "env_deny", cfg_path),
         env_allow=_globs(y.get("env_allow"), env.get("BOUNDARY_ENV_ALLOW", ""), flags.env_allow, "env_allow", cfg_path),
         allow_unix=_allow_unix(y.get("allow_unix"), env.get("BOUNDARY_ALLOW_UNIX", ""), flags.allow_unix, cfg_path),
+        secrets=secrets,
     )

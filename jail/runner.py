@@ -23,11 +23,12 @@ from typing import TextIO
 from proxy.audit import AuditSink
 from proxy.mitm import MitmError, MitmSettings
 from proxy.origins import Origins
+from proxy.secretswap import SecretSet
 from proxy.server import ProxyServer
 from proxy.upstream import Upstream
 
 from . import policy as fspolicy
-from . import toolconfig, trust
+from . import secretconf, toolconfig, trust
 from .config import Config, JailType
 from .errors import BoundaryError, describe
 from .kernel import limits
@@ -65,6 +66,7 @@ def build_proxy(
         mitm_settings=MitmSettings(confdir=config.state_dir / "ca", upstream_ca=config.upstream_ca),
         names=names,
         origins=origins,
+        secrets=SecretSet(config.secrets),
     )
 
 
@@ -203,6 +205,10 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     # sets TOSTOP (the command gets the default dispositions back before exec)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    # the values stay in this process (the proxy swaps them in); what it starts, the jail included, and what
+    # /proc shows of it, hold the placeholders
+    secretconf.withdraw(config.secrets, os.environ)
+    secretconf.warn_unreachable(config.secrets, config.policy())
     warning = limits.memory_warning(config.memory)
     if warning:
         print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)

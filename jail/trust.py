@@ -55,7 +55,9 @@ class Trust:
 def interception_possible(config: Config) -> bool:
     if config.mitm is MitmMode.NEVER:
         return False
-    return config.mitm is MitmMode.ALWAYS or any(r.is_l7 for r in config.rules if r.action is Action.ALLOW)
+    if config.mitm is MitmMode.ALWAYS or config.secrets:
+        return True
+    return any(r.is_l7 for r in config.rules if r.action is Action.ALLOW)
 
 
 def prepare(config: Config, env: Mapping[str, str]) -> Trust | None:

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mitmproxy import connection, http, tcp, websocket
+from mitmproxy import connection, http, tcp, tls, websocket
 from mitmproxy.proxy import server_hooks
 
 from .audit import AuditSink
 from .denial import Pin, denial_body
 from .rules import Decision, L4Verdict, Policy, normalize_host
+from .secretswap import Leak, SecretSet, StreamRewriter
 from .sniff import split_authority
 from .upstream import Upstream, UpstreamError
 
@@ -38,6 +39,24 @@ class _Counter:
         return data
 
 
+class _Rewrite:
+    """A body rewriter (secrets) in front of a counter: counts what goes out."""
+
+    __slots__ = ("counter", "rewriter")
+
+    def __init__(self, rewriter: StreamRewriter, counter: _Counter) -> None:
+        self.rewriter = rewriter
+        self.counter = counter
+
+    def __call__(self, data: bytes) -> bytes:
+        out = self.rewriter(data)
+        if out:
+            self.counter(out)
+        if not data:
+            self.counter(b"")
+        return out
+
+
 class Enforcer:
     """The one mitmproxy addon: enforce, stream, pin, audit."""
 
@@ -48,12 +67,16 @@ class Enforcer:
         audit: AuditSink,
         pins: dict[str, Pin],
         on_running: Callable[[], None],
+        secrets: SecretSet | None = None,
+        abort: Callable[[http.HTTPFlow], None] | None = None,
     ) -> None:
         self.policy = policy
         self.upstream = upstream
         self.audit = audit
         self.pins = pins
         self._on_running = on_running
+        self.secrets = secrets or SecretSet()
+        self._abort = abort
 
     def running(self) -> None:
         self._on_running()
@@ -137,9 +160,46 @@ class Enforcer:
             )
             flow.metadata["boundary_done"] = True
             return
+        if self.secrets and (leak := self._swap_request(flow, host)) is not None:
+            self._leaked(flow, leak, answer=f"{req.method} {scheme}://{host}:{port}{d.path or ''}")
+            return
         up = _Counter()
         flow.metadata["boundary_up"] = up
         req.stream = up
+        if self.secrets:
+            req.stream = _Rewrite(self.secrets.request_body(host, lambda leak: self._leaked(flow, leak)), up)
+
+    def _swap_request(self, flow: http.HTTPFlow, host: str) -> Leak | None:
+        """Placeholders of the secrets bound to ``host`` swapped for their values in the headers and the URL;
+        or the leak found there (nothing is changed then)."""
+        req = flow.request
+        fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields]
+        swapped, leak = self.secrets.request_headers(host, fields)
+        if leak is not None:
+            return leak
+        path, leak = self.secrets.scan_text(host, req.path, "the URL", swap=True)
+        if leak is not None:
+            return leak
+        if swapped != fields:
+            req.headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in swapped)
+        if path != req.path:
+            req.path = path
+        return None
+
+    def _leaked(self, flow: http.HTTPFlow, leak: Leak, answer: str | None = None) -> None:
+        """Deny a request that carries a secret where it must not go. Headers or URL (``answer``): answered 403
+        before anything is sent upstream. The body: the part with the secret is never sent, the upstream
+        connection is cut (the request stays incomplete there) and the client sees it fail."""
+        d = flow.metadata["boundary"]
+        denied = Decision(False, d.host, d.port, None, leak.reason(), d.method, d.path, secret=leak.secret.name)
+        flow.metadata["boundary_done"] = True
+        self.audit.decision(denied, event="secret_leak", scheme=flow.request.scheme)
+        if answer is not None:
+            flow.response = http.Response.make(
+                403, denial_body(denied, answer), {"Content-Type": "text/plain", "X-Boundary-Decision": "deny"}
+            )
+        elif self._abort is not None:
+            self._abort(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.metadata.get("boundary_done"):
@@ -148,6 +208,26 @@ class Enforcer:
         flow.metadata["boundary_down"] = down
         assert flow.response is not None
         flow.response.stream = down
+        if self.secrets:  # a server that echoes a real value back: the jail gets the placeholder
+            resp = flow.response
+            fields = [(k, v.decode("latin-1")) for k, v in resp.headers.fields]
+            hidden = [(k, self.secrets.response_text(v)) for k, v in fields]
+            if hidden != fields:
+                resp.headers.fields = tuple((k, v.encode("latin-1")) for k, v in hidden)
+            resp.stream = _Rewrite(self.secrets.response_body(), down)
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        """The client refused boundary's certificate: it ignores the CA variables or pins its certificates."""
+        client = data.context.client
+        pin = self.pins.get(client.id)
+        host = pin.host if pin else (client.sni or "(no name)")
+        port = pin.port if pin else (data.context.server.address or ("", 443))[1]
+        why = f"the client refused boundary's certificate ({data.conn.error or 'TLS handshake failed'}): it does not "
+        why += "trust boundary's CA (it ignores SSL_CERT_FILE and the other CA variables, or pins certificates)"
+        bound = [s.name for s in self.secrets.bound(host)] if pin or client.sni else []
+        if bound:
+            why += f"; {', '.join(bound)} cannot be swapped in for this client"
+        self.audit.decision(Decision(False, host, port, None, why), event="connection", scheme="tls")
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)
@@ -180,8 +260,24 @@ class Enforcer:
     # -- long-lived flows: keep memory bounded -------------------------------
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         ws: websocket.WebSocketData | None = flow.websocket
-        if ws is not None and len(ws.messages) > 1:
+        if ws is None:
+            return
+        if len(ws.messages) > 1:
             del ws.messages[:-1]
+        d = flow.metadata.get("boundary")
+        if self.secrets and ws.messages and isinstance(d, Decision):
+            msg = ws.messages[-1]
+            leaks: list[Leak] = []
+            rw = self.secrets.request_body(d.host, leaks.append) if msg.from_client else self.secrets.response_body()
+            out = rw(msg.content) + rw(b"")
+            if leaks:
+                msg.drop()
+                why = leaks[0].reason().replace("the body", "a WebSocket message")
+                denied = Decision(False, d.host, d.port, None, why, d.method, d.path, secret=leaks[0].secret.name)
+                scheme = "wss" if flow.request.scheme == "https" else "ws"
+                self.audit.decision(denied, event="secret_leak", scheme=scheme)
+            elif out != msg.content:
+                msg.content = out
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         if len(flow.messages) > 1:

@@ -110,6 +110,8 @@ class AuditSink:
             "mode": self.mode,
             "run_id": self.run_id,
         }
+        if d.secret is not None:  # the name only, never a value
+            rec["secret"] = d.secret
         with self._lock:
             if d.allowed:
                 self.allowed += 1

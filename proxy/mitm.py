@@ -26,6 +26,7 @@ from typing import Any
 from .audit import AuditSink
 from .denial import Pin
 from .rules import Policy
+from .secretswap import SecretSet
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,16 @@ class MitmSettings:
 
 
 class MitmEngine:
-    def __init__(self, settings: MitmSettings, policy: Policy, upstream: Upstream, audit: AuditSink) -> None:
+    def __init__(
+        self, settings: MitmSettings, policy: Policy, upstream: Upstream, audit: AuditSink, secrets: SecretSet
+    ) -> None:
         self.settings = settings
         self.policy = policy
         self.upstream = upstream
         self.audit = audit
+        self.secrets = secrets
         self.pins: dict[str, Pin] = {}
+        self._handlers: dict[str, Any] = {}  # client connection id -> its mitmproxy connection handler
         self._ready = asyncio.Event()
         self._start_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -114,7 +119,7 @@ class MitmEngine:
             ps,
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
-            Enforcer(self.policy, self.upstream, self.audit, self.pins, self._ready.set),
+            Enforcer(self.policy, self.upstream, self.audit, self.pins, self._ready.set, self.secrets, self._abort),
         )
         opts.update(
             connection_strategy="lazy",
@@ -179,11 +184,22 @@ class MitmEngine:
             ctx.server.address = (pin.host, pin.port)
         if pin is not None:
             self.pins[ctx.client.id] = pin
+        self._handlers[ctx.client.id] = handler
         try:
             with inst.manager.register_connection(ctx.client.id, handler):
                 await handler.handle_client()
         finally:
             self.pins.pop(ctx.client.id, None)
+            self._handlers.pop(ctx.client.id, None)
+
+    def _abort(self, flow: Any) -> None:
+        """Cut a flow's upstream connection at once: what is still queued for it is dropped, and nothing more
+        is written to it (mitmproxy writes only to a transport that is not closing)."""
+        handler = self._handlers.get(flow.client_conn.id)
+        io = handler.transports.get(flow.server_conn) if handler is not None else None
+        writer = getattr(io, "writer", None)
+        if writer is not None:
+            writer.transport.abort()
 
     async def close(self) -> None:
         if self._master is not None and self._task is not None and not self._task.done():

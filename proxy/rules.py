@@ -394,6 +394,7 @@ class Decision:
     dot_form: str | None = None  # N when an allow rule names N or *.N and '.N' would cover this host
     upstream_failed: bool = False  # allowed by the rules, but the upstream could not be reached
     guarded: bool = False  # allowed by the rules, but the name resolves to a private address (--allow-private)
+    secret: str | None = None  # denied because it carried this secret where it must not go (event secret_leak)
 
     @property
     def rule_text(self) -> str | None:
@@ -401,7 +402,7 @@ class Decision:
 
     def suggestion(self) -> str:
         """The flag that would let this through, or how to unblock it."""
-        if self.allowed or self.upstream_failed or self.guarded:  # no rule would change it; the reason says why
+        if self.allowed or self.upstream_failed or self.guarded or self.secret:  # no rule would change it
             return ""
         if self.rule is not None and self.rule.action is Action.DENY:
             return f"denied by {self.rule.flag}; deny rules win, remove it to allow"
@@ -420,10 +421,11 @@ class Decision:
 class Policy:
     """An ordered set of allow and deny rules, parsed once."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], inspect: Iterable[HostPattern] = ()) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._deny = tuple(r for r in self.rules if r.action is Action.DENY)
         self._allow = tuple(r for r in self.rules if r.action is Action.ALLOW)
+        self.inspect = tuple(inspect)  # hosts seen at L7 whatever the rules say (a secret is bound to them)
 
     @classmethod
     def from_strings(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> Policy:
@@ -442,6 +444,8 @@ class Policy:
             return L4Verdict.INSPECT, None
         for r in allows:
             if not r.is_l7:
+                if any(p.matches(host) for p in self.inspect):
+                    return L4Verdict.INSPECT, r
                 return L4Verdict.ALLOW, r
         return L4Verdict.INSPECT, None
 
@@ -459,9 +463,8 @@ class Policy:
         if verdict is L4Verdict.ALLOW:
             return Decision(True, host, port, rule, "allowed by rule")
         if verdict is L4Verdict.INSPECT:
-            return Decision(
-                False, host, port, None, "a method/path rule applies but the connection cannot be inspected"
-            )
+            why = "a secret is bound to this host" if rule is not None else "a method/path rule applies"
+            return Decision(False, host, port, None, f"{why} but the connection cannot be inspected")
         if rule is not None:
             return Decision(False, host, port, rule, "matched a deny rule")
         return Decision(False, host, port, None, "no allow rule matches", dot_form=self._dot_form(host))

@@ -31,6 +31,7 @@ from .fastpath import RelayStats, relay
 from .mitm import MitmEngine, MitmError, MitmSettings
 from .origins import Origins
 from .rules import Decision, L4Verdict, Policy, normalize_host
+from .secretswap import SecretSet
 from .sniff import (
     RequestHead,
     Status,
@@ -156,13 +157,14 @@ class ProxyServer:
         mitm_settings: MitmSettings,
         names: Callable[[str], str | None] | None = None,
         origins: Origins | None = None,
+        secrets: SecretSet | None = None,
     ) -> None:
         self.policy = policy
         self.origins = origins  # landjail: where redirected connections meant to go (else SO_ORIGINAL_DST)
         self.upstream = upstream
         self.audit = audit
         self.mitm_mode = mitm
-        self.mitm = MitmEngine(mitm_settings, policy, upstream, audit)
+        self.mitm = MitmEngine(mitm_settings, policy, upstream, audit, secrets or SecretSet())
         self.names = names
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: list[asyncio.Task[None]] = []

@@ -1,0 +1,226 @@
+"""Secrets the jail can use but never read. Pure: no I/O, no mitmproxy.
+
+Each secret's real value stays in boundary; the jail gets a placeholder of the same length (so a swap never
+changes a body's framing), random, recognisable (``boundary-secret-...``). On a request to a host the secret
+is bound to, the proxy swaps the placeholder for the real value in header values (inside ``Basic``
+credentials too), the URL and, when the secret opts in, the body. Anywhere else the placeholder is a leak;
+the real value is a leak everywhere (the jail should never have it). Responses get the real value turned
+back into the placeholder.
+
+Bodies are rewritten as they stream (:class:`StreamRewriter`): only the bytes that could begin a match are
+held back, so server-sent events are not delayed and a large upload is never buffered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets as _random
+import string
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from .rules import HostPattern
+
+PREFIX = "boundary-secret-"
+SHORT_PREFIX = "bsecret-"
+MIN_LEN = 16  # shorter values cannot have a same-length placeholder that is both recognisable and random enough
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def make_placeholder(length: int, choice: Callable[[str], str] = _random.choice) -> str:
+    """A random placeholder of exactly ``length`` characters (at least 8 of them random)."""
+    if length < MIN_LEN:
+        raise ValueError(f"a secret needs at least {MIN_LEN} characters (this one has {length})")
+    prefix = PREFIX if length >= len(PREFIX) + 16 else SHORT_PREFIX
+    return prefix + "".join(choice(_ALPHABET) for _ in range(length - len(prefix)))
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    name: str
+    value: str
+    placeholder: str
+    hosts: tuple[HostPattern, ...]
+    host_texts: tuple[str, ...]  # as given, for messages
+    body: bool = False  # swap in request bodies too
+
+    def __post_init__(self) -> None:
+        if len(self.placeholder) != len(self.value):
+            raise ValueError("a placeholder must have the length of its value")
+
+    def __repr__(self) -> str:  # never the value, in any traceback or log
+        return f"Secret({self.name!r}, hosts={self.host_texts!r})"
+
+    def bound_to(self, host: str) -> bool:
+        return any(p.matches(host) for p in self.hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class Leak:
+    """What a request carried that it must not: ``kind`` is "placeholder" (a secret's stand-in, to a host it is
+    not bound to) or "value" (the real value, which the jail should never have)."""
+
+    secret: Secret
+    kind: str
+    where: str  # "header 'x-api-key'", "the URL", "the body"
+
+    def reason(self) -> str:
+        s = self.secret
+        if self.kind == "value":
+            return (
+                f"secret_leak: the real value of {s.name} in {self.where} (the jail should never have it: "
+                "hide the file or variable it came from)"
+            )
+        return f"secret_leak: the placeholder of {s.name} in {self.where}; it is bound to {', '.join(s.host_texts)}"
+
+
+class StreamRewriter:
+    """Replaces ``swap`` needles and stops at the first ``detect`` needle, chunk by chunk, the same as on the
+    whole body. Called with each chunk and once with b"" at the end (mitmproxy's stream protocol). After a
+    detection ``leak`` is set, ``on_leak`` has been called once and nothing more comes out."""
+
+    def __init__(
+        self, swap: dict[bytes, bytes], detect: dict[bytes, Leak], on_leak: Callable[[Leak], None] | None = None
+    ) -> None:
+        self.swap = swap
+        self.detect = detect
+        self.needles = sorted({*swap, *detect}, key=len, reverse=True)
+        self.on_leak = on_leak
+        self.leak: Leak | None = None
+        self._held = b""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if self.leak is not None:
+            return b""
+        if not self.needles:
+            return chunk
+        data = self._held + chunk if self._held else chunk
+        end = not chunk
+        out: list[bytes] = []
+        pos = 0
+        while True:
+            at, needle = _first(data, self.needles, pos)
+            if needle is None:
+                break
+            if needle in self.detect:
+                self.leak = self.detect[needle]
+                self._held = b""
+                if self.on_leak is not None:
+                    self.on_leak(self.leak)
+                return b""
+            out.append(data[pos:at])
+            out.append(self.swap[needle])
+            pos = at + len(needle)
+        keep = 0 if end else _partial_tail(data, self.needles, pos)
+        out.append(data[pos : len(data) - keep])
+        self._held = data[len(data) - keep :] if keep else b""
+        return b"".join(out)
+
+
+def _first(data: bytes, needles: Sequence[bytes], start: int) -> tuple[int, bytes | None]:
+    """The leftmost occurrence of any needle at or after ``start`` (the longest one at a tie)."""
+    best, found = -1, None
+    for n in needles:
+        i = data.find(n, start)
+        if i >= 0 and (best < 0 or i < best):
+            best, found = i, n
+    return best, found
+
+
+def _partial_tail(data: bytes, needles: Iterable[bytes], start: int) -> int:
+    """How many bytes at the end of ``data`` (after ``start``) are a proper prefix of some needle."""
+    keep = 0
+    for n in needles:
+        lo = max(start, len(data) - len(n) + 1)
+        i = data.find(n[:1], lo)
+        while i >= 0:
+            if n.startswith(data[i:]):
+                keep = max(keep, len(data) - i)
+                break
+            i = data.find(n[:1], i + 1)
+    return keep
+
+
+class SecretSet:
+    """The run's secrets, as the proxy uses them."""
+
+    def __init__(self, secrets: Sequence[Secret] = ()) -> None:
+        self.secrets = tuple(secrets)
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def bound(self, host: str) -> list[Secret]:
+        return [s for s in self.secrets if s.bound_to(host)]
+
+    def patterns(self) -> tuple[HostPattern, ...]:
+        return tuple(p for s in self.secrets for p in s.hosts)
+
+    # -- requests ------------------------------------------------------------
+    def scan_text(self, host: str, text: str, where: str, *, swap: bool) -> tuple[str, Leak | None]:
+        """``text`` with bound placeholders swapped in (when ``swap``), or the first leak it shows: checked as it
+        is, percent-decoded, and inside ``Basic`` credentials."""
+        for s in self.secrets:
+            for form in _forms(text):
+                if s.value in form:
+                    return text, Leak(s, "value", where)
+                if s.placeholder in form and not s.bound_to(host):
+                    return text, Leak(s, "placeholder", where)
+        if not swap:
+            return text, None
+        for s in self.bound(host):
+            text = text.replace(s.placeholder, s.value)
+            if text[:6].lower() == "basic " and s.placeholder in (decoded := _basic(text) or ""):
+                text = text[:6] + base64.b64encode(decoded.replace(s.placeholder, s.value).encode("latin-1")).decode()
+        return text, None
+
+    def request_headers(
+        self, host: str, headers: Sequence[tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], Leak | None]:
+        out = []
+        for k, v in headers:
+            _, leak = self.scan_text(host, k, f"a header name ({k[:40]!r})", swap=False)
+            if leak is None:
+                v, leak = self.scan_text(host, v, f"header {k.lower()!r}", swap=True)
+            if leak is not None:
+                return [], leak
+            out.append((k, v))
+        return out, None
+
+    def request_body(self, host: str, on_leak: Callable[[Leak], None]) -> StreamRewriter:
+        swap: dict[bytes, bytes] = {}
+        detect: dict[bytes, Leak] = {}
+        for s in self.secrets:
+            detect[s.value.encode("latin-1")] = Leak(s, "value", "the body")
+            if not s.bound_to(host):
+                detect[s.placeholder.encode()] = Leak(s, "placeholder", "the body")
+            elif s.body:
+                swap[s.placeholder.encode()] = s.value.encode("latin-1")
+        return StreamRewriter(swap, detect, on_leak)
+
+    # -- responses -----------------------------------------------------------
+    def response_text(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s.value, s.placeholder)
+        return text
+
+    def response_body(self) -> StreamRewriter:
+        return StreamRewriter({s.value.encode("latin-1"): s.placeholder.encode() for s in self.secrets}, {})
+
+
+def _basic(text: str) -> str | None:
+    try:
+        return base64.b64decode(text[6:].strip(), validate=True).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _forms(text: str) -> list[str]:
+    forms = [text]
+    if "%" in text:
+        forms.append(unquote_to_bytes(text).decode("latin-1"))
+    if text[:6].lower() == "basic " and (decoded := _basic(text)) is not None:
+        forms.append(decoded)
+    return forms

