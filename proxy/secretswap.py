@@ -201,13 +201,34 @@ class SecretSet:
         return StreamRewriter(swap, detect, on_leak)
 
     # -- responses -----------------------------------------------------------
-    def response_text(self, text: str) -> str:
+    def _hiding(self) -> dict[bytes, bytes]:
+        """Each value, as it is and base64-encoded at each alignment (a server that echoes Basic credentials), to
+        what the placeholder looks like there."""
+        out: dict[bytes, bytes] = {}
         for s in self.secrets:
-            text = text.replace(s.value, s.placeholder)
+            value, placeholder = s.value.encode("latin-1"), s.placeholder.encode()
+            out[value] = placeholder
+            out.update(zip(_base64_forms(value), _base64_forms(placeholder), strict=True))
+        return out
+
+    def response_text(self, text: str) -> str:
+        for value, placeholder in self._hiding().items():
+            text = text.replace(value.decode("latin-1"), placeholder.decode())
         return text
 
     def response_body(self) -> StreamRewriter:
-        return StreamRewriter({s.value.encode("latin-1"): s.placeholder.encode() for s in self.secrets}, {})
+        return StreamRewriter(self._hiding(), {})
+
+
+def _base64_forms(value: bytes) -> list[bytes]:
+    """The characters of base64(PREFIX + value) that depend on ``value`` alone, for prefixes of 0, 1 and 2 bytes
+    (mod 3): the same length for two values of the same length."""
+    forms = []
+    for k, skip in ((0, 0), (1, 2), (2, 3)):
+        n = k + len(value)
+        end = 4 * (n // 3) + (n % 3)  # a trailing 1 (2) byte(s) give 1 (2) whole characters
+        forms.append(base64.b64encode(b"\0" * k + value)[skip:end])
+    return forms
 
 
 def _basic(text: str) -> str | None:

@@ -5,6 +5,7 @@ to a host the secret is not bound to, in a header, the query and the body."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -162,7 +163,7 @@ def test_the_bound_host_gets_the_value_and_the_jail_never_sees_it(
     (tmp_path / "dump.py").write_text(DUMP)
     script = (
         "echo env=$MY_TOKEN; "
-        f'{PY} -c "import sys; sys.stdout.write(open(\'/proc/self/environ\').read().replace(chr(0), chr(10)))" '
+        f"{PY} -c \"import sys; sys.stdout.write(open('/proc/self/environ').read().replace(chr(0), chr(10)))\" "
         "| grep '^MY_TOKEN='; "
         'curl -sS --max-time 30 -H "Authorization: Bearer $MY_TOKEN" "https://secure.test:$PORT/echo?k=$MY_TOKEN"; '
         f"echo; {PY} dump.py dump.bin"
@@ -265,3 +266,31 @@ def test_a_secret_needs_a_value_and_hosts(tmp_path: Path) -> None:
     assert "at least 16" in r.stderr
     digest = hashlib.sha256(b"short").hexdigest()
     assert digest not in r.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_basic_credentials_are_swapped_inside_their_encoding(tmp_path: Path, ca: CA, mock: Mock, mode: str) -> None:
+    """git over HTTPS sends a token as the password of Basic credentials (base64)."""
+    value = new_value()
+    script = 'curl -sS --max-time 30 -u "x-access-token:$MY_TOKEN" https://secure.test:$PORT/basic'
+    r = run(tmp_path, ca, mock, mode, script, value)
+    assert r.returncode == 0, r.stderr
+    got = [g for g in mock.got if g.path == "/basic"]
+    assert base64.b64decode(got[-1].headers["authorization"][6:]).decode() == f"x-access-token:{value}"
+    echoed = base64.b64decode(json.loads(r.stdout)["authorization"][6:]).decode("latin-1")
+    assert value[1:-1] not in echoed  # what the jail reads back is the placeholder (but for a few bits at its ends)
+    assert "boundary-secret-"[1:] in echoed
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_client_that_refuses_boundarys_ca_is_named(tmp_path: Path, ca: CA, mock: Mock, mode: str) -> None:
+    """A client that trusts only its own roots fails the handshake with boundary; the audit and stderr say why."""
+    value = new_value()
+    script = (
+        f'curl -sS --max-time 30 --cacert {ca.ca_pem} -H "Authorization: Bearer $MY_TOKEN" https://secure.test:$PORT/x'
+    )
+    r = run(tmp_path, ca, mock, mode, script, value)
+    assert r.returncode != 0
+    assert "refused boundary's certificate" in r.stderr
+    assert "MY_TOKEN cannot be swapped in" in r.stderr
+    assert [x for x in r.audit_records() if "refused boundary's certificate" in str(x["reason"])]

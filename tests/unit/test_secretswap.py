@@ -102,6 +102,14 @@ def test_responses_hide_the_value() -> None:
     assert out == b"echo " + OPENAI.placeholder.encode() + b" end"
 
 
+@pytest.mark.parametrize("prefix", ["", "u:", "us:", "user:"])
+def test_responses_hide_the_value_in_base64_too(prefix: str) -> None:
+    echoed = base64.b64encode(f"{prefix}{VALUE}".encode()).decode()
+    hidden = base64.b64decode(SET.response_text(f"Basic {echoed}")[6:]).decode("latin-1")
+    assert VALUE[1:-1] not in hidden
+    assert OPENAI.placeholder[1:-1] in hidden
+
+
 def test_only_a_possible_match_is_held_back() -> None:
     rw = SET.response_body()
     assert rw(b"data: one\n\n") == b"data: one\n\n"  # an event goes out at once
