@@ -25,6 +25,7 @@ from .toolconfig import set_npm
 CA_ENV = (
     "SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "PIP_CERT",
     "AWS_CA_BUNDLE", "CARGO_HTTP_CAINFO", "DENO_CERT", "NIX_SSL_CERT_FILE", "NPM_CONFIG_CAFILE", "BUNDLE_SSL_CA_CERT",
+    "CODEX_CA_CERTIFICATE",
 )  # fmt: skip
 DISTRO_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem",

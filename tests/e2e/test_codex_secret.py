@@ -1,0 +1,150 @@
+"""Codex (installed from the real npm registry) completes a streamed turn in both modes with
+``--secret OPENAI_API_KEY``: a local TLS mock of the Responses API receives the real key, while inside the jail
+the variable holds the placeholder. The mock is reached by name through --host-map; codex trusts boundary's CA
+through SSL_CERT_FILE, which both modes set."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import string
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import CA, boundary_run, server_tls
+
+MODES = ("nsjail", "landjail")
+EVENTS = [
+    {"type": "response.created", "response": {"id": "resp_1"}},
+    {
+        "type": "response.output_item.done",
+        "output_index": 0,
+        "item": {
+            "type": "message",
+            "role": "assistant",
+            "id": "msg_1",
+            "content": [{"type": "output_text", "text": "hello from the mock"}],
+        },
+    },
+    {
+        "type": "response.completed",
+        "response": {
+            "id": "resp_1",
+            "usage": {
+                "input_tokens": 1,
+                "input_tokens_details": None,
+                "output_tokens": 1,
+                "output_tokens_details": None,
+                "total_tokens": 2,
+            },
+        },
+    },
+]
+
+
+class ResponsesMock:
+    """POST /v1/responses answers one streamed assistant message (server-sent events); records Authorization."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        self.auth: list[str] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(60)
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as c, c.makefile("rb") as f:
+                while line := f.readline(65536):
+                    headers = {}
+                    while (h := f.readline(65536)) not in (b"\r\n", b""):
+                        k, _, v = h.decode("latin-1").partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                    if "content-length" in headers:
+                        f.read(int(headers["content-length"]))
+                    elif headers.get("transfer-encoding", "").lower() == "chunked":
+                        while n := int(f.readline(100).split(b";")[0], 16):
+                            f.read(n)
+                            f.readline(10)
+                        f.readline(10)
+                    if b"/responses" not in line:
+                        c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        continue
+                    self.auth.append(headers.get("authorization", ""))
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+                    for e in EVENTS:
+                        c.sendall(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode())
+                    return
+        except (OSError, ValueError, ssl.SSLError):
+            return
+
+
+@pytest.fixture(scope="module")
+def codex(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is not installed (scripts/test.sh as root installs it)")
+    prefix = tmp_path_factory.mktemp("codex")
+    r = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), "@openai/codex"],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False,
+        env={**os.environ, "NODE_EXTRA_CA_CERTS": ssl.get_default_verify_paths().openssl_cafile},  # system roots
+    )  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"codex could not be installed from the npm registry: {r.stderr.strip().splitlines()[-1:]}")
+    return prefix / "node_modules" / ".bin" / "codex"
+
+
+@pytest.fixture(scope="module")
+def responses(ca: CA) -> Iterator[ResponsesMock]:
+    m = ResponsesMock(server_tls(ca))
+    yield m
+    m.sock.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_codex_gets_a_streamed_turn_with_the_key_swapped_in(
+    tmp_path: Path, ca: CA, codex: Path, responses: ResponsesMock, mode: str
+) -> None:
+    key = "sk-test-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
+    base = f"https://secure.test:{responses.port}/v1"
+    provider = {
+        "model_provider": "mock", "model_providers.mock.name": "mock", "model_providers.mock.base_url": base,
+        "model_providers.mock.env_key": "OPENAI_API_KEY", "model_providers.mock.wire_api": "responses",
+        "model_providers.mock.supports_websockets": "false",
+    }  # fmt: skip
+    overrides = [a for k, v in provider.items() for a in ("-c", f"{k}={v}")]
+    (tmp_path / "codex-home").mkdir()
+    script = 'echo "key inside: $OPENAI_API_KEY"; exec "$@"'
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem),
+        "--host-map", "secure.test=127.0.0.1", "--allow", f"domain=secure.test port={responses.port}",
+        "--secret", "OPENAI_API_KEY", "--rw", str(codex.parents[2]), "--workspace", str(tmp_path),
+        "--", "sh", "-c", script, "sh", str(codex), "exec", "--skip-git-repo-check", *overrides, "say hello",
+        env={"OPENAI_API_KEY": key, "OPENAI_BASE_URL": base, "CODEX_HOME": str(tmp_path / "codex-home"),
+             "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "hello from the mock" in r.stdout
+    assert f"Bearer {key}" in responses.auth  # OPENAI_BASE_URL's host is where the preset bound the key
+    inside = r.stdout.split("key inside: ", 1)[1].split()[0]
+    assert inside.startswith("boundary-secret-")
+    assert key not in r.stdout + r.stderr
