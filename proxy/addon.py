@@ -167,24 +167,41 @@ class Enforcer:
         flow.metadata["boundary_up"] = up
         req.stream = up
         if self.secrets:
-            req.stream = _Rewrite(self.secrets.request_body(host, lambda leak: self._leaked(flow, leak)), up)
+            rw = self.secrets.request_body(host, lambda leak: self._leaked(flow, leak), tls=req.scheme == "https")
+            req.stream = _Rewrite(rw, up)
 
     def _swap_request(self, flow: http.HTTPFlow, host: str) -> Leak | None:
         """Placeholders of the secrets bound to ``host`` swapped for their values in the headers and the URL;
         or the leak found there (nothing is changed then)."""
         req = flow.request
+        tls = req.scheme == "https"
         fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields]
-        swapped, leak = self.secrets.request_headers(host, fields)
+        swapped, leak = self.secrets.request_headers(host, fields, tls=tls)
         if leak is not None:
             return leak
-        path, leak = self.secrets.scan_text(host, req.path, "the URL", swap=True)
+        path, leak = self.secrets.scan_text(host, req.path, "the URL", swap=True, tls=tls)
         if leak is not None:
             return leak
         if swapped != fields:
             req.headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in swapped)
         if path != req.path:
             req.path = path
+        if self.secrets.bound(host) and req.headers.get("accept-encoding", "identity") != "identity":
+            req.headers["accept-encoding"] = "identity"  # an echo of the value must stay readable to be hidden
         return None
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Trailers (sent after this hook): checked like headers; a leak there cuts the upstream connection."""
+        trailers = flow.request.trailers
+        d = flow.metadata.get("boundary")
+        if not self.secrets or not trailers or not isinstance(d, Decision) or flow.metadata.get("boundary_done"):
+            return
+        fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in trailers.fields]
+        swapped, leak = self.secrets.request_headers(d.host, fields, tls=flow.request.scheme == "https")
+        if leak is not None:
+            self._leaked(flow, leak)
+        elif swapped != fields:
+            trailers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in swapped)
 
     def _leaked(self, flow: http.HTTPFlow, leak: Leak, answer: str | None = None) -> None:
         """Deny a request that carries a secret where it must not go. Headers or URL (``answer``): answered 403
@@ -230,6 +247,10 @@ class Enforcer:
         self.audit.decision(Decision(False, host, port, None, why), event="connection", scheme="tls")
 
     def response(self, flow: http.HTTPFlow) -> None:
+        trailers = flow.response.trailers if flow.response is not None else None
+        if self.secrets and trailers:  # sent after this hook
+            trailers.fields = tuple((k, self.secrets.response_text(v.decode("latin-1")).encode("latin-1"))
+                                    for k, v in trailers.fields)  # fmt: skip
         self._finish(flow, None)
 
     def error(self, flow: http.HTTPFlow) -> None:

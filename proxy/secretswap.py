@@ -63,11 +63,13 @@ class Leak:
     not bound to) or "value" (the real value, which the jail should never have)."""
 
     secret: Secret
-    kind: str
+    kind: str  # "placeholder" | "value" | "clear" (to a bound host, but without TLS)
     where: str  # "header 'x-api-key'", "the URL", "the body"
 
     def reason(self) -> str:
-        s = self.secret
+        s, where = self.secret, self.where
+        if self.kind == "clear":
+            return f"secret_leak: the placeholder of {s.name} in {where} over plain HTTP (swapped in over TLS only)"
         if self.kind == "value":
             return (
                 f"secret_leak: the real value of {s.name} in {self.where} (the jail should never have it: "
@@ -159,15 +161,16 @@ class SecretSet:
         return tuple(p for s in self.secrets for p in s.hosts)
 
     # -- requests ------------------------------------------------------------
-    def scan_text(self, host: str, text: str, where: str, *, swap: bool) -> tuple[str, Leak | None]:
+    def scan_text(self, host: str, text: str, where: str, *, swap: bool, tls: bool = True) -> tuple[str, Leak | None]:
         """``text`` with bound placeholders swapped in (when ``swap``), or the first leak it shows: checked as it
-        is, percent-decoded, and inside ``Basic`` credentials."""
+        is, percent-decoded, and inside ``Basic`` credentials. Without ``tls`` no value goes out (it would cross
+        the network in clear): a bound placeholder is a leak too."""
         for s in self.secrets:
             for form in _forms(text):
                 if s.value in form:
                     return text, Leak(s, "value", where)
-                if s.placeholder in form and not s.bound_to(host):
-                    return text, Leak(s, "placeholder", where)
+                if s.placeholder in form and not (tls and s.bound_to(host)):
+                    return text, Leak(s, "clear" if s.bound_to(host) else "placeholder", where)
         if not swap:
             return text, None
         for s in self.bound(host):
@@ -177,25 +180,27 @@ class SecretSet:
         return text, None
 
     def request_headers(
-        self, host: str, headers: Sequence[tuple[str, str]]
+        self, host: str, headers: Sequence[tuple[str, str]], *, tls: bool = True
     ) -> tuple[list[tuple[str, str]], Leak | None]:
         out = []
         for k, v in headers:
-            _, leak = self.scan_text(host, k, f"a header name ({k[:40]!r})", swap=False)
+            _, leak = self.scan_text(host, k, f"a header name ({k[:40]!r})", swap=False, tls=tls)
             if leak is None:
-                v, leak = self.scan_text(host, v, f"header {k.lower()!r}", swap=True)
+                v, leak = self.scan_text(host, v, f"header {k.lower()!r}", swap=True, tls=tls)
             if leak is not None:
                 return [], leak
             out.append((k, v))
         return out, None
 
-    def request_body(self, host: str, on_leak: Callable[[Leak], None]) -> StreamRewriter:
+    def request_body(self, host: str, on_leak: Callable[[Leak], None], *, tls: bool = True) -> StreamRewriter:
         swap: dict[bytes, bytes] = {}
         detect: dict[bytes, Leak] = {}
         for s in self.secrets:
             detect[s.value.encode("latin-1")] = Leak(s, "value", "the body")
             if not s.bound_to(host):
                 detect[s.placeholder.encode()] = Leak(s, "placeholder", "the body")
+            elif not tls:
+                detect[s.placeholder.encode()] = Leak(s, "clear", "the body")
             elif s.body:
                 swap[s.placeholder.encode()] = s.value.encode("latin-1")
         return StreamRewriter(swap, detect, on_leak)

@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CA, RunResult, audit_path, boundary_cmd, boundary_env, boundary_run, server_tls, wait_for
+from tests.support import (
+    CA,
+    RunResult,
+    Upstream,
+    audit_path,
+    boundary_cmd,
+    boundary_env,
+    boundary_run,
+    server_tls,
+    wait_for,
+)
 
 MODES = ("nsjail", "landjail")
 PY = sys.executable
@@ -209,6 +219,18 @@ def test_the_placeholder_sent_elsewhere_is_denied_and_audited(tmp_path: Path, ca
     assert "secret_leak" in r.stderr
     assert "no --allow rule allows" not in r.stderr
     assert value not in r.audit.read_text()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_value_crosses_the_network_in_clear(tmp_path: Path, ca: CA, mock: Mock, plain: Upstream, mode: str) -> None:
+    """Plain HTTP to the bound host: the placeholder is not swapped in (the value would cross the network in
+    clear); the request is denied as a leak."""
+    value = new_value()
+    script = f'curl -sS --max-time 30 -H "Authorization: Bearer $MY_TOKEN" http://secure.test:{plain.port}/clear'
+    r = run(tmp_path, ca, mock, mode, script, value, "--allow", f"domain=secure.test port={plain.port}")
+    assert "over plain HTTP" in r.stdout, (r.stdout, r.stderr)
+    assert plain.last_request_path != "/clear"
+    assert [x["secret"] for x in leaks(r)] == ["MY_TOKEN"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -69,6 +69,17 @@ def test_header_values(host: str, value: str, want: str | None, leak: tuple[str,
         assert OTHER not in got.reason()
 
 
+def test_no_value_goes_out_without_tls() -> None:
+    _, leak = SET.request_headers(H, [("Authorization", f"Bearer {OPENAI.placeholder}")], tls=False)
+    assert leak is not None
+    assert leak.kind == "clear"
+    assert "plain HTTP" in leak.reason()
+    leaks: list[Leak] = []
+    rw = SET.request_body("github.test", leaks.append, tls=False)
+    assert rw(GITHUB.placeholder.encode()) == b""
+    assert [x.kind for x in leaks] == ["clear"]
+
+
 def test_header_names_and_urls_are_checked() -> None:
     _, leak = SET.request_headers("evil.test", [(f"x-{OPENAI.placeholder}", "1")])
     assert leak is not None
