@@ -231,7 +231,7 @@ def explain(
     from .explain import explain_target
 
     try:
-        cfg = build_config(Flags(allow=allow, deny=deny, config=config))
+        cfg = build_config(Flags(allow=allow, deny=deny, config=config, use_secrets=False))
         allowed, text = explain_target(cfg.policy(), target, method)
     except (ConfigError, ValueError) as e:
         _fail(str(e), EXIT_BAD_INPUT)
@@ -260,7 +260,7 @@ def proxy(
     _setup_logging(verbose, quiet)
     flags = Flags(
         allow=allow, deny=deny, config=config, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy,
-        upstream_ca=upstream_ca, host_map=host_map, allow_private=allow_private, proxy_port=port,
+        upstream_ca=upstream_ca, host_map=host_map, allow_private=allow_private, proxy_port=port, use_secrets=False,
     )  # fmt: skip
     try:
         raise typer.Exit(serve_proxy(build_config(flags), quiet=quiet))

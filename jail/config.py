@@ -226,6 +226,7 @@ class Flags:
     env_deny: Sequence[str] = ()
     env_allow: Sequence[str] = ()
     secret: Sequence[str] = ()
+    use_secrets: bool = True  # False: the YAML's secrets are not read (explain, proxy: nothing to swap them into)
 
 
 def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
@@ -309,11 +310,18 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         what = "is not a directory" if workspace.exists() else "does not exist"
         raise ConfigError(f"--workspace {workspace} {what} (the command runs there; create it first)")
     try:
-        specs = [
-            *secretconf.specs_from_yaml(y.get("secrets"), f"config file {cfg_path}"),
-            *(secretconf.parse_spec(t, "BOUNDARY_SECRETS") for t in split_rules_env(env.get("BOUNDARY_SECRETS", ""))),
-            *(secretconf.parse_spec(t) for t in flags.secret),
-        ]
+        specs = (
+            []
+            if not flags.use_secrets
+            else [
+                *secretconf.specs_from_yaml(y.get("secrets"), f"config file {cfg_path}"),
+                *(
+                    secretconf.parse_spec(t, "BOUNDARY_SECRETS")
+                    for t in split_rules_env(env.get("BOUNDARY_SECRETS", ""))
+                ),
+                *(secretconf.parse_spec(t) for t in flags.secret),
+            ]
+        )
         secrets = secretconf.build(specs, env)
     except secretconf.SecretError as e:
         raise ConfigError(str(e)) from None

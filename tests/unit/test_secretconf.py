@@ -101,6 +101,8 @@ def test_config_binds_inspection_and_refuses_mitm_never(tmp_path: Path) -> None:
     y = tmp_path / "c.yaml"
     y.write_text("secrets:\n  - MY_TOKEN=a.test\n")
     assert build_config(Flags(config=y, workspace=tmp_path), env).secrets[0].name == "MY_TOKEN"
+    # explain and proxy do not need the values (nothing to swap them into)
+    assert build_config(Flags(config=y, workspace=tmp_path, use_secrets=False), {"HOME": str(tmp_path)}).secrets == ()
     assert set(PRESETS) >= {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "GH_TOKEN", "NPM_TOKEN"}
 
 
