@@ -269,6 +269,46 @@ def proxy(
 
 
 @app.command()
+def audit(
+    run_id: Annotated[
+        str | None, typer.Option("--run", metavar="ID", help="This run (its id, or a unique prefix of it).")
+    ] = None,
+    last: Annotated[bool, typer.Option("--last", help="The last run in the log (the default).")] = False,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Print the run's records as they are written.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    audit_log: AuditLog = None,
+    config: ConfigOpt = None,
+) -> None:
+    """A run's audit log for people: denials first, grouped by host, each with the --allow that would permit it."""
+    import json
+    import threading
+
+    from . import auditview
+
+    if run_id is not None and last:
+        _fail("--run and --last name different runs; give one", EXIT_BAD_INPUT)
+    try:
+        path = build_config(Flags(config=config, audit_log=audit_log, use_secrets=False)).audit_log
+        assert path is not None
+        if follow:
+            stop = threading.Event()
+            try:
+                auditview.follow(path, run_id, lambda text: typer.echo(text), stop)
+            except KeyboardInterrupt:
+                stop.set()
+            raise typer.Exit(0)
+        chosen, records = auditview.select(auditview.read(path), run_id)
+    except (ConfigError, auditview.AuditViewError) as e:
+        _fail(str(e), EXIT_BAD_INPUT)
+    if as_json:
+        typer.echo(json.dumps(auditview.as_json(chosen, records), indent=2))
+    else:
+        typer.echo(auditview.report(chosen, records))
+
+
+@app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
@@ -293,7 +333,7 @@ def main() -> None:
             typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
             sys.exit(EXIT_BAD_INPUT)
         usage = "boundary run [OPTIONS] -- COMMAND [ARGS...]" if sub == "run" else "boundary -h"
-        if sub in ("explain", "proxy", "doctor"):
+        if sub in ("explain", "proxy", "doctor", "audit"):
             usage = f"boundary {sub} -h"
         typer.echo(f"boundary: {_usage_message(e)} (usage: {usage})", err=True)
         sys.exit(EXIT_BOUNDARY if sub == "run" else EXIT_BAD_INPUT)

@@ -112,6 +112,8 @@ class AuditSink:
         }
         if d.secret is not None:  # the name only, never a value
             rec["secret"] = d.secret
+        if not d.allowed and (hint := d.suggestion()):
+            rec["hint"] = hint  # what would allow it (boundary audit shows it)
         with self._lock:
             if d.allowed:
                 self.allowed += 1
