@@ -80,11 +80,12 @@ def _key(r: Record) -> tuple[str, int | None]:
 
 
 def group(records: Iterable[Record], decision: str) -> list[HostGroup]:
-    """Records with ``decision`` (allow/deny), by host and port, the most frequent first. DNS answers (every
-    name the jail looked up) are left out: they are not decisions to change."""
+    """Records with ``decision`` (allow, deny, or learned: allowed only by --learn), by host and port, the most
+    frequent first. DNS answers (every name the jail looked up) are left out: they are not decisions to change."""
     groups: dict[tuple[str, int | None], HostGroup] = {}
     for r in records:
-        if r.get("decision") != decision or r.get("event") == "dns":
+        kind = "learned" if r.get("learn") else r.get("decision")
+        if kind != decision or r.get("event") == "dns":
             continue
         k = _key(r)
         g = groups.setdefault(k, HostGroup(*k))
@@ -109,11 +110,14 @@ def hint_for(g: HostGroup) -> str:
 
 def report(run_id: str, records: list[Record]) -> str:
     mode = next((str(r.get("mode")) for r in records if r.get("mode")), "?")
-    denied, allowed = group(records, "deny"), group(records, "allow")
+    denied, allowed, learned = group(records, "deny"), group(records, "allow"), group(records, "learned")
     lines = [f"run {run_id} ({mode}): {sum(g.count for g in allowed)} allowed, {sum(g.count for g in denied)} denied"]
-    if denied:
-        lines.append("denied:")
-        for g in denied:
+    if learned:
+        lines[0] += f", {sum(g.count for g in learned)} allowed only by --learn"
+    for title, groups in (("denied:", denied), ("would be denied without --learn:", learned)):
+        if groups:
+            lines.append(title)
+        for g in groups:
             where = f"{g.host}:{g.port}" if g.port else g.host
             reason = g.reasons.most_common(1)[0][0]
             lines.append(f"  {where}  x{g.count}  {', '.join(g.what)}  ({reason})")
@@ -135,7 +139,17 @@ def as_json(run_id: str, records: list[Record]) -> dict[str, Any]:
         "mode": next((r.get("mode") for r in records if r.get("mode")), None),
         "denied": [one(g) for g in group(records, "deny")],
         "allowed": [one(g) for g in group(records, "allow")],
+        "learned": [one(g) for g in group(records, "learned")],
     }
+
+
+def yaml_allowlist(run_id: str, rules: Iterable[str]) -> str:
+    """A config file holding ``rules`` as its allowlist (--learn's result)."""
+    body = "".join(f"  - {json.dumps(r)}\n" for r in dict.fromkeys(rules))
+    return (
+        f"# written by boundary run --learn (run {run_id}): the allowlist a strict run would need; review it\n"
+        f"allowlist:\n{body}"
+    )
 
 
 def line(r: Record) -> str:

@@ -187,6 +187,14 @@ def run(
             "requests that carry it anywhere else. Add +body to swap in request bodies too.",
         ),
     ] = [],  # noqa: B006
+    learn: Annotated[
+        bool | None,
+        typer.Option(
+            "--learn",
+            help="Learning mode, for building a policy: allow every destination no rule allows (private addresses "
+            "stay refused), record each, and at the end write the allowlist a strict run would need.",
+        ),
+    ] = None,
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
@@ -204,6 +212,7 @@ def run(
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
         allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
         env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port, secret=secret,
+        learn=learn,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

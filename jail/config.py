@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
-    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim", "secrets",
+    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim", "secrets", "learn",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("netlink", "nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -92,9 +92,10 @@ class Config:
     env_deny: tuple[str, ...] = ()  # variable-name globs removed from the command's environment
     env_allow: tuple[str, ...] = ()  # variable-name globs kept even where a deny (or boundary's own list) matches
     secrets: tuple[Secret, ...] = ()  # --secret: placeholders in the jail, real values swapped in by the proxy
+    learn: bool = False  # --learn: allow what no rule allows (not private addresses), record it, suggest rules
 
     def policy(self) -> Policy:
-        return Policy(self.rules, inspect=[p for s in self.secrets for p in s.hosts])
+        return Policy(self.rules, inspect=[p for s in self.secrets for p in s.hosts], learn=self.learn)
 
 
 def split_rules_env(value: str) -> list[str]:
@@ -226,6 +227,7 @@ class Flags:
     env_deny: Sequence[str] = ()
     env_allow: Sequence[str] = ()
     secret: Sequence[str] = ()
+    learn: bool | None = None
     use_secrets: bool = True  # False: the YAML's secrets are not read (explain, proxy: nothing to swap them into)
 
 
@@ -363,4 +365,5 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         env_allow=_globs(y.get("env_allow"), env.get("BOUNDARY_ENV_ALLOW", ""), flags.env_allow, "env_allow", cfg_path),
         allow_unix=_allow_unix(y.get("allow_unix"), env.get("BOUNDARY_ALLOW_UNIX", ""), flags.allow_unix, cfg_path),
         secrets=secrets,
+        learn=_bool(pick(flags.learn, "BOUNDARY_LEARN", "learn", False), "learn"),
     )

@@ -209,6 +209,8 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     # /proc shows of it, hold the placeholders
     secretconf.withdraw(config.secrets, os.environ)
     secretconf.warn_unreachable(config.secrets, config.policy())
+    if config.learn:
+        print(LEARN_BANNER, file=sys.stderr, flush=True)
     warning = limits.memory_warning(config.memory)
     if warning:
         print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)
@@ -265,6 +267,8 @@ async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet:
             loop.remove_signal_handler(sig)
         dns.close()
         await _stop(server)
+        if config.learn:
+            _write_learned(config, server.audit.learned)
 
 
 async def _stop(server: ProxyServer) -> None:
@@ -276,6 +280,31 @@ async def _stop(server: ProxyServer) -> None:
     summary = server.audit.summary()
     if summary:
         print(summary, file=sys.stderr)
+
+
+LEARN_BANNER = (
+    "boundary: LEARN MODE: every destination no rule allows is allowed and recorded (private addresses stay "
+    "refused); do not use it for untrusted work"
+)
+
+
+def _write_learned(config: Config, learned: dict[str, None]) -> None:
+    """--learn's result: the run's allow rules plus what it learned, as a config file to start a policy from."""
+    from .auditview import yaml_allowlist
+
+    if not learned:
+        print("boundary: learn mode: nothing was outside the allowlist", file=sys.stderr)
+        return
+    rules = [*(r.raw for r in config.rules if r.action.value == "allow"), *learned]
+    path = config.state_dir / "learned" / f"{config.run_id}.yaml"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(yaml_allowlist(config.run_id, rules), encoding="utf-8")
+    except OSError as e:
+        print(f"boundary: learn mode: failed to write {path}: {describe(e)}", file=sys.stderr)
+        return
+    print(f"boundary: learn mode: {len(learned)} destination(s) were outside the allowlist; the allowlist a strict "
+          f"run would need is in {path} (boundary run --config {path} ...)", file=sys.stderr)  # fmt: skip
 
 
 def serve_proxy(config: Config, *, quiet: bool = False) -> int:

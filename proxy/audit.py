@@ -61,6 +61,7 @@ class AuditSink:
         self.allowed = 0
         self.denied = 0
         self.denied_hosts: collections.Counter[str] = collections.Counter()
+        self.learned: dict[str, None] = {}  # --learn: the allow rules a strict run would have needed, in order
         self._degraded = False
         self._file: IO[str] | None = None
         self._queue: queue.Queue[object] = queue.Queue(QUEUE_MAX)
@@ -112,8 +113,12 @@ class AuditSink:
         }
         if d.secret is not None:  # the name only, never a value
             rec["secret"] = d.secret
-        if not d.allowed and (hint := d.suggestion()):
+        if (not d.allowed or d.learned) and (hint := d.suggestion()):
             rec["hint"] = hint  # what would allow it (boundary audit shows it)
+        if d.learned:
+            rec["learn"] = True
+            with self._lock:
+                self.learned.setdefault(d.suggested_rule(), None)
         with self._lock:
             if d.allowed:
                 self.allowed += 1

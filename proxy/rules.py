@@ -26,6 +26,7 @@ allowed name also offers the ``.name`` form in its hint.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import re
@@ -395,6 +396,13 @@ class Decision:
     upstream_failed: bool = False  # allowed by the rules, but the upstream could not be reached
     guarded: bool = False  # allowed by the rules, but the name resolves to a private address (--allow-private)
     secret: str | None = None  # denied because it carried this secret where it must not go (event secret_leak)
+    learned: bool = False  # --learn: no allow rule matches, allowed anyway and recorded
+
+    def learn(self) -> Decision:
+        """This denial, allowed as --learn does (a deny rule's denial, a leak or a guard stays as it is)."""
+        if self.allowed or self.rule is not None or self.secret or self.guarded or self.upstream_failed:
+            return self
+        return dataclasses.replace(self, allowed=True, reason=f"learn mode: {self.reason}; allowed", learned=True)
 
     @property
     def rule_text(self) -> str | None:
@@ -402,30 +410,36 @@ class Decision:
 
     def suggestion(self) -> str:
         """The flag that would let this through, or how to unblock it."""
-        if self.allowed or self.upstream_failed or self.guarded or self.secret:  # no rule would change it
-            return ""
+        if (self.allowed and not self.learned) or self.upstream_failed or self.guarded or self.secret:
+            return ""  # no rule would change it
         if self.rule is not None and self.rule.action is Action.DENY:
             return f"denied by {self.rule.flag}; deny rules win, remove it to allow"
-        parts = [f"domain={self.host}"]
-        if self.l7_miss and self.method is not None:
-            parts.append(f"method={self.method.upper()}")
-            if self.path is not None:
-                parts.append(f"path={self.path}")
-        hint = f"--allow {quote_rule(' '.join(parts))}"
+        hint = f"--allow {quote_rule(self.suggested_rule())}"
         if self.dot_form is not None and not self.l7_miss:
             n = self.dot_form
             hint += f" (or --allow domain=.{n} for {n} and every name below it)"
         return hint
 
+    def suggested_rule(self) -> str:
+        """The allow rule that would let this through (the host; its method and path when an allow rule names
+        the host but not them)."""
+        parts = [f"domain={self.host}"]
+        if self.l7_miss and self.method is not None:
+            parts.append(f"method={self.method.upper()}")
+            if self.path is not None:
+                parts.append(f"path={self.path}")
+        return " ".join(parts)
+
 
 class Policy:
     """An ordered set of allow and deny rules, parsed once."""
 
-    def __init__(self, rules: Iterable[Rule], inspect: Iterable[HostPattern] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule], inspect: Iterable[HostPattern] = (), *, learn: bool = False) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._deny = tuple(r for r in self.rules if r.action is Action.DENY)
         self._allow = tuple(r for r in self.rules if r.action is Action.ALLOW)
         self.inspect = tuple(inspect)  # hosts seen at L7 whatever the rules say (a secret is bound to them)
+        self.learn = learn  # what no allow rule matches is allowed, and its decision says so (--learn)
 
     @classmethod
     def from_strings(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> Policy:
@@ -433,6 +447,12 @@ class Policy:
 
     def l4(self, host: str, port: int) -> tuple[L4Verdict, Rule | None]:
         """Decide from host and port alone. ``host`` must be normalised."""
+        verdict, rule = self._l4(host, port)
+        if self.learn and verdict is L4Verdict.DENY and rule is None:
+            return L4Verdict.ALLOW, None
+        return verdict, rule
+
+    def _l4(self, host: str, port: int) -> tuple[L4Verdict, Rule | None]:
         for r in self._deny:
             if r.matches_l4(host, port) and not r.is_l7:
                 return L4Verdict.DENY, r
@@ -459,7 +479,11 @@ class Policy:
 
     def decide_connection(self, host: str, port: int) -> Decision:
         """A decision for an opaque connection (no L7 view): INSPECT counts as denied."""
-        verdict, rule = self.l4(host, port)
+        d = self._decide_connection(host, port)
+        return d.learn() if self.learn else d
+
+    def _decide_connection(self, host: str, port: int) -> Decision:
+        verdict, rule = self._l4(host, port)
         if verdict is L4Verdict.ALLOW:
             return Decision(True, host, port, rule, "allowed by rule")
         if verdict is L4Verdict.INSPECT:
@@ -471,6 +495,10 @@ class Policy:
 
     def decide_request(self, host: str, port: int, method: str, path: str) -> Decision:
         """A decision for one HTTP request. ``host`` normalised; ``path`` raw (may hold a query)."""
+        d = self._decide_request(host, port, method, path)
+        return d.learn() if self.learn else d
+
+    def _decide_request(self, host: str, port: int, method: str, path: str) -> Decision:
         method = method.upper()
         try:
             segments = _decode_segments(path)
