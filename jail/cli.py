@@ -187,6 +187,24 @@ def run(
             "requests that carry it anywhere else. Add +body to swap in request bodies too.",
         ),
     ] = [],  # noqa: B006
+    preset: Annotated[
+        list[str],
+        typer.Option(
+            "--preset",
+            metavar="NAME",
+            help="Allow a named set of hosts, read from the tool's own config at run time: npm, pypi, github "
+            "(boundary presets lists what each expands to here). Repeatable, or comma-separated.",
+        ),
+    ] = [],  # noqa: B006
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            metavar="NAME",
+            help="codex | claude | gemini | opencode: allow the agent's API hosts (a custom base URL in its config "
+            "included) and make its state directory writable (created if missing).",
+        ),
+    ] = None,
     learn: Annotated[
         bool | None,
         typer.Option(
@@ -212,7 +230,7 @@ def run(
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
         allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
         env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port, secret=secret,
-        learn=learn,
+        learn=learn, preset=preset, agent=agent,
     )  # fmt: skip
     try:
         cfg = build_config(flags)
@@ -318,6 +336,35 @@ def audit(
 
 
 @app.command()
+def presets(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """What each --preset and --agent expands to on this machine (hosts allowed, directories made writable)."""
+    import json
+    import os
+
+    from . import presets as p
+
+    out: dict[str, dict[str, object]] = {}
+    for kind, table in (("preset", p.PRESETS), ("agent", p.AGENTS)):
+        for name, preset in table.items():
+            writable = [str(d) for d in preset.state(os.environ)]
+            try:
+                hosts = preset.hosts(os.environ)
+                text = ", ".join(hosts)
+            except p.PresetError as e:
+                hosts, text = [], f"unavailable here: {e}"
+            out[f"--{kind} {name}"] = {"hosts": hosts, "writable": writable, "from": preset.summary}
+            if not as_json:
+                typer.echo(f"--{kind} {name}: {text}")
+                if writable:
+                    typer.echo(f"    writable: {', '.join(writable)}")
+                typer.echo(f"    from: {preset.summary}")
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
@@ -342,7 +389,7 @@ def main() -> None:
             typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
             sys.exit(EXIT_BAD_INPUT)
         usage = "boundary run [OPTIONS] -- COMMAND [ARGS...]" if sub == "run" else "boundary -h"
-        if sub in ("explain", "proxy", "doctor", "audit"):
+        if sub in ("explain", "proxy", "doctor", "audit", "presets"):
             usage = f"boundary {sub} -h"
         typer.echo(f"boundary: {_usage_message(e)} (usage: {usage})", err=True)
         sys.exit(EXIT_BOUNDARY if sub == "run" else EXIT_BAD_INPUT)

@@ -26,14 +26,14 @@ from proxy.secretswap import Secret
 from proxy.server import MitmMode
 from proxy.upstream import UpstreamProxy, parse_host_map
 
-from . import secretconf
+from . import presets, secretconf
 
 log = logging.getLogger(__name__)
 
 YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
-    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim", "secrets", "learn",
+    "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim", "secrets", "learn", "presets", "agent",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("netlink", "nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -93,6 +93,7 @@ class Config:
     env_allow: tuple[str, ...] = ()  # variable-name globs kept even where a deny (or boundary's own list) matches
     secrets: tuple[Secret, ...] = ()  # --secret: placeholders in the jail, real values swapped in by the proxy
     learn: bool = False  # --learn: allow what no rule allows (not private addresses), record it, suggest rules
+    agent: str | None = None  # --agent: its hosts are allowed and its state directory writable
 
     def policy(self) -> Policy:
         return Policy(self.rules, inspect=[p for s in self.secrets for p in s.hosts], learn=self.learn)
@@ -146,6 +147,14 @@ def _ports(from_yaml: Any, from_env: str, given: Sequence[str], cfg_path: Path |
             raise ConfigError(f"--publish {t!r}: expected a port number 1-65535")
         out.append(int(t))
     return tuple(sorted(set(out)))
+
+
+def _names(from_yaml: Any, from_env: str, given: Sequence[str], cfg_path: Path | None) -> list[str]:
+    """``--preset`` names: YAML list, then ``BOUNDARY_PRESETS``, then flags (each may hold several, comma-separated)."""
+    if from_yaml is not None and (not isinstance(from_yaml, list) or not all(isinstance(p, str) for p in from_yaml)):
+        raise ConfigError(f"config file {cfg_path}: 'presets' must be a list of preset names")
+    texts = [*(from_yaml or []), from_env, *given]
+    return list(dict.fromkeys(n.strip().lower() for t in texts for n in t.split(",") if n.strip()))
 
 
 def _allow_unix(from_yaml: Any, from_env: str, given: Sequence[Path], cfg_path: Path | None) -> tuple[Path, ...]:
@@ -228,6 +237,8 @@ class Flags:
     env_allow: Sequence[str] = ()
     secret: Sequence[str] = ()
     learn: bool | None = None
+    preset: Sequence[str] = ()
+    agent: str | None = None
     use_secrets: bool = True  # False: the YAML's secrets are not read (explain, proxy: nothing to swap them into)
 
 
@@ -258,8 +269,20 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
+    agent_s = pick(flags.agent, "BOUNDARY_AGENT", "agent", None)
+    try:
+        agent = presets.lookup(str(agent_s), presets.AGENTS, "--agent") if agent_s else None
+        names = _names(y.get("presets"), env.get("BOUNDARY_PRESETS", ""), flags.preset, cfg_path)
+        chosen = [presets.lookup(n, presets.PRESETS, "--preset") for n in names]
+        hosts = [h for p in chosen for h in presets.expand(p, env, "--preset")]
+        if agent is not None:
+            hosts += presets.expand(agent, env, "--agent")
+        preset_rules = [parse_rule(f"domain={h}", Action.ALLOW) for h in dict.fromkeys(hosts)]
+    except (presets.PresetError, ValueError) as e:
+        raise ConfigError(str(e)) from None
     rules = (
         *rule_list("allowlist", "BOUNDARY_ALLOW", flags.allow, Action.ALLOW),
+        *preset_rules,
         *rule_list("denylist", "BOUNDARY_DENY", flags.deny, Action.DENY),
     )
     jt = str(pick(flags.jail_type, "BOUNDARY_JAIL_TYPE", "jail_type", "auto")).lower()
@@ -336,7 +359,7 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         rules=rules,
         jail_type=jail_type,
         workspace=workspace,
-        rw=tuple(flags.rw),
+        rw=(*flags.rw, *(agent.state(env) if agent is not None else ())),
         ro=tuple(flags.ro),
         hide=tuple(flags.hide),
         tmpfs=tuple(flags.tmpfs),
@@ -366,4 +389,5 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         allow_unix=_allow_unix(y.get("allow_unix"), env.get("BOUNDARY_ALLOW_UNIX", ""), flags.allow_unix, cfg_path),
         secrets=secrets,
         learn=_bool(pick(flags.learn, "BOUNDARY_LEARN", "learn", False), "learn"),
+        agent=agent.name if agent is not None else None,
     )

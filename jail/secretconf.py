@@ -15,21 +15,19 @@ import ctypes
 import logging
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from proxy.rules import Action, HostPattern, Policy
 from proxy.secretswap import MIN_LEN, Secret, make_placeholder
 
+from . import presets
+
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-TOOL_TIMEOUT = 20.0
 
 
 class SecretError(ValueError):
@@ -92,12 +90,15 @@ def specs_from_yaml(value: Any, where: str) -> list[Spec]:
 
 # -- presets: the hosts a well-known variable's secret is for, read from the tool's configuration where it has one
 def _url_host(env: Mapping[str, str], var: str, default: Sequence[str]) -> list[str]:
-    url = env.get(var, "").strip()
-    if url:
-        host = urlsplit(url if "://" in url else f"https://{url}").hostname
-        if host:
-            return [host]
-    return list(default)
+    host = presets.url_host(env.get(var, ""))
+    return [host] if host else list(default)
+
+
+def _npm_registry(env: Mapping[str, str]) -> list[str]:
+    try:
+        return presets.npm_registry(env)
+    except presets.PresetError as e:
+        raise SecretError(str(e)) from None
 
 
 def _github(env: Mapping[str, str]) -> list[str]:
@@ -105,24 +106,6 @@ def _github(env: Mapping[str, str]) -> list[str]:
     if host and host != "github.com":  # GitHub Enterprise Server: the API is under the same name
         return [host]
     return ["github.com", "api.github.com", "uploads.github.com"]
-
-
-def _npm_registry(env: Mapping[str, str]) -> list[str]:
-    """The registry npm is configured to use (a corporate mirror included), asked of npm itself."""
-    npm = shutil.which("npm", path=env.get("PATH"))
-    if npm is None:
-        raise SecretError("npm is not installed, so its registry is unknown")
-    try:
-        out = subprocess.run(
-            [npm, "config", "get", "registry"], capture_output=True, text=True, timeout=TOOL_TIMEOUT, env=dict(env),
-            stdin=subprocess.DEVNULL, check=True,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as e:
-        raise SecretError(f"'npm config get registry' failed ({e})") from None
-    host = urlsplit(out.strip()).hostname
-    if not host:
-        raise SecretError(f"npm's registry {out.strip()!r} is not a URL")
-    return [host]
 
 
 def _pypi_upload(env: Mapping[str, str]) -> list[str]:
