@@ -181,3 +181,18 @@ def expand(preset: Preset, env: Env, what: str) -> list[str]:
         return preset.hosts(env)
     except PresetError as e:
         raise PresetError(f"{what} {preset.name}: {e}") from None
+
+
+CODEX_EXTERNAL_SANDBOX = 'sandbox_mode="danger-full-access"'
+
+
+def agent_argv(agent: str | None, argv: list[str]) -> list[str]:
+    """--agent codex started as ``codex ...``: codex is told it is externally sandboxed (its documented setting
+    for running inside a container: its own sandbox, which needs user namespaces that boundary's jail refuses,
+    would fail every command). Its commands stay inside boundary's jail; an explicit ``--sandbox``/``-s`` or
+    ``sandbox_mode`` of the caller's wins."""
+    if agent != "codex" or not argv or os.path.basename(argv[0]) != "codex":
+        return argv
+    if any(a.startswith(("-s", "--sandbox", "--dangerously")) or "sandbox_mode" in a for a in argv[1:]):
+        return argv
+    return [argv[0], "-c", CODEX_EXTERNAL_SANDBOX, *argv[1:]]

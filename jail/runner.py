@@ -28,7 +28,7 @@ from proxy.server import ProxyServer
 from proxy.upstream import Upstream
 
 from . import policy as fspolicy
-from . import secretconf, toolconfig, trust
+from . import presets, secretconf, toolconfig, trust
 from .config import Config, JailType
 from .errors import BoundaryError, describe
 from .kernel import limits
@@ -214,6 +214,7 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     warning = limits.memory_warning(config.memory)
     if warning:
         print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)
+    command = presets.agent_argv(config.agent, list(command))
     jail, listeners = prepare_mode(config, command)
     try:
         jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them

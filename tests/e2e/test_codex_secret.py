@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
 import ssl
 import string
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import CA, boundary_run, server_tls
+from tests.support import CA, audit_path, boundary_env, boundary_run, server_tls
 
 MODES = ("nsjail", "landjail")
 EVENTS = [
@@ -148,3 +150,39 @@ def test_codex_gets_a_streamed_turn_with_the_key_swapped_in(
     inside = r.stdout.split("key inside: ", 1)[1].split()[0]
     assert inside.startswith("boundary-secret-")
     assert key not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_agent_codex_works_from_its_own_config_and_audit_names_what_it_was_denied(
+    tmp_path: Path, ca: CA, codex: Path, responses: ResponsesMock, mode: str
+) -> None:
+    """--agent codex: the provider's host comes from codex's config.toml, codex is told it is externally
+    sandboxed, and `boundary audit --last` lists exactly the hosts the run denied."""
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model_provider = "mock"\n[model_providers.mock]\nname = "mock"\n'
+        f'base_url = "https://secure.test:{responses.port}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+        "supports_websockets = false\n"
+    )
+    key = "sk-test-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem),
+        "--host-map", "secure.test=127.0.0.1", "--agent", "codex", "--secret", "OPENAI_API_KEY=secure.test",
+        "--rw", str(codex.parents[2]), "--workspace", str(tmp_path),
+        "--", str(codex), "exec", "--skip-git-repo-check", "say hello",
+        env={"OPENAI_API_KEY": key, "CODEX_HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "hello from the mock" in r.stdout
+    assert "sandbox: danger-full-access" in r.stderr + r.stdout  # told it is externally sandboxed
+    assert f"Bearer {key}" in responses.auth
+    said = set(re.findall(r"boundary: denied \S+ ([a-z0-9.-]+):\d+", r.stderr))
+    audit = subprocess.run(
+        [sys.executable, "-m", "jail", "audit", "--last", "--json", "--audit-log", str(audit_path(tmp_path))],
+        capture_output=True, text=True, env=boundary_env(tmp_path), timeout=60, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    denied = {g["host"] for g in json.loads(audit.stdout)["denied"]}
+    assert denied == said
+    assert "secure.test" not in denied

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jail.config import ConfigError, Flags, build_config
-from jail.presets import AGENTS, PRESETS, codex_hosts, opencode_hosts
+from jail.presets import AGENTS, PRESETS, agent_argv, codex_hosts, opencode_hosts
 
 
 def test_codex_reads_its_provider_base_url(tmp_path: Path) -> None:
@@ -61,3 +61,18 @@ def test_config_adds_rules_and_state(tmp_path: Path) -> None:
     y = tmp_path / "c.yaml"
     y.write_text("agent: claude\npresets: [github]\n")
     assert "domain=api.anthropic.com" in [r.raw for r in build_config(Flags(config=y, workspace=tmp_path), env).rules]
+
+
+@pytest.mark.parametrize(
+    ("agent", "argv", "want"),
+    [
+        ("codex", ["codex", "exec", "hi"], ["codex", "-c", 'sandbox_mode="danger-full-access"', "exec", "hi"]),
+        ("codex", ["/opt/bin/codex"], ["/opt/bin/codex", "-c", 'sandbox_mode="danger-full-access"']),
+        ("codex", ["codex", "exec", "-s", "read-only", "hi"], ["codex", "exec", "-s", "read-only", "hi"]),
+        ("codex", ["codex", "--sandbox=workspace-write"], ["codex", "--sandbox=workspace-write"]),
+        ("codex", ["npx", "codex"], ["npx", "codex"]),
+        ("claude", ["codex"], ["codex"]),
+    ],
+)
+def test_codex_is_told_it_is_externally_sandboxed(agent: str, argv: list[str], want: list[str]) -> None:
+    assert agent_argv(agent, argv) == want
