@@ -358,22 +358,29 @@ def boundary_run(
     return RunResult(r.returncode, r.stdout, r.stderr, audit_path(tmp))
 
 
+def serve_loopback(serve: Callable[[socket.socket], None]) -> socket.socket:
+    """A listener on 127.0.0.1 (random port) serving each connection in a thread of its own until it is closed."""
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock
+
+
 class BannerEcho:
     """TCP on 127.0.0.1: says ``banner`` first (server speaks first), then echoes each line."""
 
     def __init__(self, banner: bytes = b"hello from echo\n") -> None:
         self.banner = banner
-        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock = serve_loopback(self._serve)
         self.port: int = self._sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:

@@ -15,13 +15,12 @@ import ssl
 import string
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import CA, audit_path, boundary_env, boundary_run, server_tls
+from tests.support import CA, audit_path, boundary_env, boundary_run, serve_loopback, server_tls
 
 MODES = ("nsjail", "landjail")
 EVENTS = [
@@ -58,17 +57,8 @@ class ResponsesMock:
     def __init__(self, ctx: ssl.SSLContext) -> None:
         self.ctx = ctx
         self.auth: list[str] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = serve_loopback(self._serve)
         self.port: int = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(60)

@@ -15,7 +15,6 @@ import ssl
 import string
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.support import (
     boundary_cmd,
     boundary_env,
     boundary_run,
+    serve_loopback,
     server_tls,
     wait_for,
 )
@@ -58,18 +58,9 @@ class Mock:
     port: int = 0
 
     def start(self) -> Mock:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = serve_loopback(self._serve)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
         return self
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(60)
