@@ -289,14 +289,18 @@ class Enforcer:
         if self.secrets and ws.messages and isinstance(d, Decision):
             msg = ws.messages[-1]
             leaks: list[Leak] = []
-            rw = self.secrets.request_body(d.host, leaks.append) if msg.from_client else self.secrets.response_body()
+            tls = flow.request.scheme == "https"
+            rw = (
+                self.secrets.request_body(d.host, leaks.append, tls=tls)
+                if msg.from_client
+                else self.secrets.response_body()
+            )
             out = rw(msg.content) + rw(b"")
             if leaks:
                 msg.drop()
                 why = leaks[0].reason().replace("the body", "a WebSocket message")
                 denied = Decision(False, d.host, d.port, None, why, d.method, d.path, secret=leaks[0].secret.name)
-                scheme = "wss" if flow.request.scheme == "https" else "ws"
-                self.audit.decision(denied, event="secret_leak", scheme=scheme)
+                self.audit.decision(denied, event="secret_leak", scheme="wss" if tls else "ws")
             elif out != msg.content:
                 msg.content = out
 

@@ -92,6 +92,7 @@ class Upstream:
     sse_gate: threading.Event = field(default_factory=threading.Event)
     connections: int = 0
     last_request_path: str = ""
+    ws_messages: list[bytes] = field(default_factory=list)
     _sock: socket.socket | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -176,6 +177,7 @@ class Upstream:
                 b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
             )
             payload = read_ws_frame(f)
+            self.ws_messages.append(payload)
             conn.sendall(ws_frame(b"echo:" + payload, mask=False))
             return False
         if method == "POST":

@@ -307,3 +307,49 @@ def test_a_client_that_refuses_boundarys_ca_is_named(tmp_path: Path, ca: CA, moc
     assert "refused boundary's certificate" in r.stderr
     assert "MY_TOKEN cannot be swapped in" in r.stderr
     assert [x for x in r.audit_records() if "refused boundary's certificate" in str(x["reason"])]
+
+
+WS_CLIENT = r"""
+import base64, os, socket, ssl, sys
+host, port, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection((host, port), timeout=30), server_hostname=host)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+f = s.makefile("rb")
+print(f.readline().decode().strip())
+while f.readline() not in (b"\r\n", b""):
+    pass
+mask = os.urandom(4)
+s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
+s.settimeout(5)
+try:
+    head = f.read(2)
+    print("reply", f.read(head[1] & 0x7F).decode() if len(head) == 2 else "none")
+except OSError as e:
+    print("reply none", type(e).__name__)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_websocket_messages_are_swapped_and_checked(tmp_path: Path, ca: CA, tls: Upstream, mode: str) -> None:
+    value = new_value()
+    (tmp_path / "ws.py").write_text(WS_CLIENT)
+    script = f'{PY} ws.py secure.test $PORT "x$MY_TOKEN"; {PY} ws.py other.test $PORT "y$MY_TOKEN"'
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem),
+        "--host-map", "secure.test=127.0.0.1", "--host-map", "other.test=127.0.0.1",
+        "--allow", f"domain=secure.test port={tls.port}", "--allow", f"domain=other.test port={tls.port} method=GET",
+        "--secret", "MY_TOKEN=secure.test,+body", "--workspace", str(tmp_path), "--", "sh", "-c", script,
+        env={"MY_TOKEN": value, "PORT": str(tls.port)}, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    replies = [line for line in r.stdout.splitlines() if line.startswith("reply")]
+    assert replies[0].startswith("reply echo:xboundary-secret-"), r.stdout  # the server's echo, hidden again
+    assert value not in r.stdout
+    assert replies[1].startswith("reply none"), r.stdout  # the message with the placeholder was dropped
+    assert f"x{value}".encode() in tls.ws_messages  # the bound host got the real value
+    assert not [m for m in tls.ws_messages if m.startswith(b"y")]  # and the other never got the placeholder
+    assert [x["scheme"] for x in leaks(r)] == ["wss"]
