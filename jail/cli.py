@@ -205,6 +205,15 @@ def run(
             "included) and make its state directory writable (created if missing).",
         ),
     ] = None,
+    nested_userns: Annotated[
+        bool | None,
+        typer.Option(
+            "--nested-userns/--no-nested-userns",
+            help="nsjail: let the command create user, mount and network namespaces of its own (agents that "
+            "sandbox their commands with bubblewrap); what the jail hides stays hidden in them and a network "
+            "namespace made inside reaches nothing. Implied by --agent codex. No effect in landjail.",
+        ),
+    ] = None,
     learn: Annotated[
         bool | None,
         typer.Option(
@@ -230,7 +239,7 @@ def run(
         pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
         allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
         env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port, secret=secret,
-        learn=learn, preset=preset, agent=agent,
+        learn=learn, preset=preset, agent=agent, nested_userns=nested_userns,
     )  # fmt: skip
     try:
         cfg = build_config(flags)

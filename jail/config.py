@@ -34,6 +34,7 @@ YAML_KEYS = {
     "allowlist", "denylist", "jail_type", "log_dir", "log_level", "proxy_port", "audit_log", "mitm",
     "host_map", "allow_private", "upstream_proxy", "pids_limit", "memory", "workspace", "firewall", "no_bind",
     "tmpfs_size", "allow_unix", "env_deny", "env_allow", "publish", "shim", "secrets", "learn", "presets", "agent",
+    "nested_userns",
 }  # fmt: skip
 FIREWALL_BACKENDS = ("netlink", "nft", "iptables-nft", "iptables-legacy")
 COMPAT_IGNORED = {"pprof_enabled", "pprof_port", "use_real_dns", "no_user_namespace", "session_correlation_enabled"}
@@ -94,6 +95,7 @@ class Config:
     secrets: tuple[Secret, ...] = ()  # --secret: placeholders in the jail, real values swapped in by the proxy
     learn: bool = False  # --learn: allow what no rule allows (not private addresses), record it, suggest rules
     agent: str | None = None  # --agent: its hosts are allowed and its state directory writable
+    nested_userns: bool = False  # nsjail: the command may make namespaces of its own (an agent's own sandbox)
 
     def policy(self) -> Policy:
         return Policy(self.rules, inspect=[p for s in self.secrets for p in s.hosts], learn=self.learn)
@@ -239,6 +241,7 @@ class Flags:
     learn: bool | None = None
     preset: Sequence[str] = ()
     agent: str | None = None
+    nested_userns: bool | None = None
     use_secrets: bool = True  # False: the YAML's secrets are not read (explain, proxy: nothing to swap them into)
 
 
@@ -280,6 +283,7 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         preset_rules = [parse_rule(f"domain={h}", Action.ALLOW) for h in dict.fromkeys(hosts)]
     except (presets.PresetError, ValueError) as e:
         raise ConfigError(str(e)) from None
+    codex = agent is not None and agent.name == "codex"  # its own sandbox needs namespaces: --nested-userns
     rules = (
         *rule_list("allowlist", "BOUNDARY_ALLOW", flags.allow, Action.ALLOW),
         *preset_rules,
@@ -390,4 +394,7 @@ def build_config(flags: Flags, env: Mapping[str, str] | None = None) -> Config:
         secrets=secrets,
         learn=_bool(pick(flags.learn, "BOUNDARY_LEARN", "learn", False), "learn"),
         agent=agent.name if agent is not None else None,
+        nested_userns=_bool(
+            pick(flags.nested_userns, "BOUNDARY_NESTED_USERNS", "nested_userns", codex), "nested_userns"
+        ),
     )

@@ -102,6 +102,9 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         env = ca.env(env)
         files = ca.files()
     tools = toolconfig.ToolFiles(str(run_dir(config)), fs.home, None if ca is None else str(ca.bundle), fs.npm_prefix)
+    # an agent that sandboxes its own commands is told it runs in an outer sandbox where it cannot make its own
+    ns_command = command if config.nested_userns else presets.agent_argv(config.agent, list(command))
+    command = presets.agent_argv(config.agent, list(command))
     if config.jail_type is JailType.LANDJAIL:
         _audit_out_of_reach(config, fs, "landjail")
         jail: Jail = LandJail(config, command, fs, {**env, NESTED_VAR: "landjail"}, tools)
@@ -113,7 +116,7 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     if os.path.isfile(npmrc):  # bound over ~/.npmrc too, for an npm whose environment a parent stripped
         files[npmrc] = tmp_files[os.path.join(NSJAIL_TOOL_DIR, "npmrc")]
         ns_fs = dataclasses.replace(fs, hidden=tuple(h for h in fs.hidden if h != npmrc))
-    jail = NsJail(config, command, ns_fs, ns_env, files, tmp_files)
+    jail = NsJail(config, ns_command, ns_fs, ns_env, files, tmp_files)
     try:
         return jail, jail.prepare()
     except BoundaryError as e:
@@ -214,7 +217,6 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     warning = limits.memory_warning(config.memory)
     if warning:
         print(f"boundary: warning: {warning}", file=sys.stderr, flush=True)
-    command = presets.agent_argv(config.agent, list(command))
     jail, listeners = prepare_mode(config, command)
     try:
         jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them

@@ -53,18 +53,19 @@ MOUNT_CALLS = ("mount", "umount2", "pivot_root", "setns", "open_tree", "move_mou
                "mount_setattr")  # fmt: skip
 
 
-def build(*, network: bool, udp: bool = False) -> sc.SyscallFilter:
+def build(*, network: bool, udp: bool = False, namespaces: bool = False) -> sc.SyscallFilter:
     """``network``: the landjail socket rules too (nsjail's network namespace already confines sockets);
-    ``udp``: UDP sockets may be made (the socket supervisor routes them)."""
+    ``udp``: UDP sockets may be made (the socket supervisor routes them); ``namespaces`` (nsjail's
+    --nested-userns): new namespaces and mounts in them are allowed (what the jail mounted stays locked in them)."""
     f = sc.SyscallFilter(defaction=sc.ALLOW)
-    _common(f)
+    _common(f, namespaces=namespaces)
     if network:
         _sockets(f, udp=udp)
         _others(f)
     return f
 
 
-def _common(f: sc.SyscallFilter) -> None:
+def _common(f: sc.SyscallFilter, *, namespaces: bool = False) -> None:
     for req in (TIOCSTI, TIOCLINUX, FIOSETOWN, SIOCSPGRP):
         f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
     # SIGIO to a process group (F_SETOWN with a negative id, F_SETOWN_EX) would reach boundary, which shares the
@@ -74,6 +75,9 @@ def _common(f: sc.SyscallFilter) -> None:
     for name in FORBIDDEN_CALLS:
         f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
     f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, AF_VSOCK))
+    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags sit in a struct seccomp cannot read: libc falls back to clone
+    if namespaces:
+        return
     # no new namespaces or mounts: neither mode needs them inside, and they are kernel attack surface
     for name in MOUNT_CALLS:
         f.add_rule(sc.ERRNO(errno.EPERM), name)
@@ -81,7 +85,6 @@ def _common(f: sc.SyscallFilter) -> None:
         if NS_FLAGS & (1 << bit):
             f.add_rule(sc.ERRNO(errno.EPERM), "unshare", sc.Arg(0, sc.MASKED_EQ, 1 << bit, 1 << bit))
             f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, 1 << bit, 1 << bit))
-    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags sit in a struct seccomp cannot read: libc falls back to clone
 
 
 def _others(f: sc.SyscallFilter) -> None:
@@ -139,5 +142,5 @@ def _sockets(f: sc.SyscallFilter, *, udp: bool) -> None:
     f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, socket.AF_NETLINK), sc.Arg(2, sc.GE, NETLINK_MAX))
 
 
-def load(*, network: bool, udp: bool = False) -> None:
-    build(network=network, udp=udp).load()
+def load(*, network: bool, udp: bool = False, namespaces: bool = False) -> None:
+    build(network=network, udp=udp, namespaces=namespaces).load()

@@ -378,7 +378,7 @@ def _pid1(alive_r: int, chan: socket.socket, jail: NsJail, uid: int, gid: int) -
         chan.close()
         # the command can see pid 1: nothing may ptrace it or write its memory, and it is filtered too
         _step("make pid 1 non-dumpable", caps.non_dumpable)
-        _step("load the seccomp filter", lambda: seccomp.load(network=False))
+        _step("load the seccomp filter", lambda: seccomp.load(network=False, namespaces=jail.config.nested_userns))
     except _StepError as e:
         msg = f"boundary: failed to {e.step}: {e.detail}" + (f" (hint: {e.hint})" if e.hint else "")
         os.write(2, (msg + "\n").encode())

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.jail.conftest import _non_root
+from tests.jail.conftest import _non_root, tls
 
-__all__ = ["_non_root", "registry_host"]
+__all__ = ["_non_root", "registry_host", "tls"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

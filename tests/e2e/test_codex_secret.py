@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CA, audit_path, boundary_env, boundary_run, serve_loopback, server_tls
+from tests.support import CA, Upstream, audit_path, boundary_env, boundary_run, serve_loopback, server_tls
 
 MODES = ("nsjail", "landjail")
 EVENTS = [
@@ -176,3 +176,30 @@ def test_agent_codex_works_from_its_own_config_and_audit_names_what_it_was_denie
     denied = {g["host"] for g in json.loads(audit.stdout)["denied"]}
     assert denied == said
     assert "secure.test" not in denied
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_codex_runs_a_command_in_its_own_sandbox_or_is_told_it_is_in_ours(
+    tmp_path: Path, ca: CA, codex: Path, tls: Upstream, mode: str
+) -> None:
+    """--agent codex: in nsjail (--nested-userns implied) codex's workspace-write sandbox (bubblewrap) runs the
+    command; in landjail codex is told it is externally sandboxed and runs it in boundary's jail. Either way the
+    command writes into the workspace, nothing outside it, and a host the policy does not allow is denied and
+    audited."""
+    own_sandbox = ["-c", 'sandbox_mode="workspace-write"', "-c", "sandbox_workspace_write.network_access=true"]
+    command = (
+        "echo made > made-by-codex.txt; touch $HOME/outside-$$ 2>/dev/null && echo wrote-outside; "
+        f"curl -sS --max-time 20 https://other.test:{tls.port}/from-codex; echo curl=$?"
+    )
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, "--allow-private", "--host-map", "other.test=127.0.0.1", "--agent", "codex",
+        "--rw", str(codex.parents[2]), "--workspace", str(tmp_path),
+        "--", str(codex), "sandbox", *(own_sandbox if mode == "nsjail" else []), "--", "sh", "-c", command,
+        env={"CODEX_HOME": str(tmp_path / "codex-home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "made-by-codex.txt").read_text() == "made\n"
+    assert "wrote-outside" not in r.stdout
+    assert "curl=0" not in r.stdout
+    assert [x for x in r.audit_records() if x["host"] == "other.test" and x["decision"] == "deny"], r.stderr
