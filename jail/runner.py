@@ -106,6 +106,8 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     ns_command = command if config.nested_userns else presets.agent_argv(config.agent, list(command))
     command = presets.agent_argv(config.agent, list(command))
     if config.jail_type is JailType.LANDJAIL:
+        if config.nested_userns:
+            log.info("--nested-userns has no effect in landjail (it has no namespaces to nest)")
         _audit_out_of_reach(config, fs, "landjail")
         jail: Jail = LandJail(config, command, fs, {**env, NESTED_VAR: "landjail"}, tools)
         return jail, jail.prepare()

@@ -54,6 +54,9 @@ def test_config_adds_rules_and_state(tmp_path: Path) -> None:
                                           "domain=auth.openai.com"]  # fmt: skip
     assert cfg.rw == (tmp_path / ".codex",)
     assert cfg.agent == "codex"
+    assert cfg.nested_userns  # codex's own sandbox needs namespaces
+    assert not build_config(Flags(agent="codex", nested_userns=False, workspace=tmp_path), env).nested_userns
+    assert not build_config(Flags(agent="claude", workspace=tmp_path), env).nested_userns
     with pytest.raises(ConfigError, match="not one of codex"):
         build_config(Flags(agent="copilot", workspace=tmp_path), env)
     with pytest.raises(ConfigError, match="--preset 'cargo' is not one of npm, pypi, github"):
