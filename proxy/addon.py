@@ -7,6 +7,7 @@ Decisions are recorded on ``flow.metadata["boundary"]``.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable
@@ -48,13 +49,15 @@ class _Rewrite:
         self.rewriter = rewriter
         self.counter = counter
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
         out = self.rewriter(data)
         if out:
             self.counter(out)
         if not data:
             self.counter(b"")
-        return out
+            return out
+        # nothing to send yet: no chunk at all (an empty one would end a chunked HTTP/1.1 body)
+        return out if out else []
 
 
 class Enforcer:
@@ -123,8 +126,8 @@ class Enforcer:
             data.server.error = f"boundary: {e.reason}"
             return
         data.server.address = (str(addrs[0]), port)
-        if data.server.sni is None and not _is_ip(host):
-            data.server.sni = host
+        # the upstream must prove the name the connection was decided for, whatever name the client sent
+        data.server.sni = None if _is_ip(host) else host
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.pins.pop(client.id, None)
@@ -144,9 +147,10 @@ class Enforcer:
                 return
             port = req.port
         scheme = "wss" if _is_ws(req) and req.scheme == "https" else req.scheme
-        if pin is not None and named and named != host:
-            d = Decision(False, named, port, None, f"Host {named!r} differs from the connection's name {host!r}",
-                         req.method, req.path)  # fmt: skip
+        if named and named != host:  # pinned: the connection's name; else the absolute-form URL's
+            what = "the connection's name" if pin is not None else "the URL's host"
+            d = Decision(False, named, port, None, f"Host {named!r} differs from {what} {host!r}", req.method,
+                         req.path)  # fmt: skip
         else:
             d = self.policy.decide_request(host, port, req.method, req.path)
         flow.metadata["boundary"] = d
@@ -225,13 +229,23 @@ class Enforcer:
         flow.metadata["boundary_down"] = down
         assert flow.response is not None
         flow.response.stream = down
-        if self.secrets:  # a server that echoes a real value back: the jail gets the placeholder
+        d = flow.metadata.get("boundary")
+        if isinstance(d, Decision) and self.secrets.bound(d.host):  # an echo of a value: the jail gets a placeholder
             resp = flow.response
+            coding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if coding not in ("", "identity"):  # asked for identity; a compressed answer cannot be checked
+                why = f"the response is {coding}-encoded although boundary asked for none: it cannot be checked for "
+                why += "the values of the secrets bound to this host, so it is not passed on"
+                self.audit.decision(dataclasses.replace(d, allowed=False, rule=None, reason=why), event="request",
+                                    scheme=flow.request.scheme)  # fmt: skip
+                flow.metadata["boundary_done"] = True
+                flow.kill()
+                return
             fields = [(k, v.decode("latin-1")) for k, v in resp.headers.fields]
-            hidden = [(k, self.secrets.response_text(v)) for k, v in fields]
+            hidden = [(k, self.secrets.response_text(d.host, v)) for k, v in fields]
             if hidden != fields:
                 resp.headers.fields = tuple((k, v.encode("latin-1")) for k, v in hidden)
-            resp.stream = _Rewrite(self.secrets.response_body(), down)
+            resp.stream = _Rewrite(self.secrets.response_body(d.host), down)
 
     def tls_failed_client(self, data: tls.TlsData) -> None:
         """The client refused boundary's certificate: it ignores the CA variables or pins its certificates."""
@@ -248,8 +262,9 @@ class Enforcer:
 
     def response(self, flow: http.HTTPFlow) -> None:
         trailers = flow.response.trailers if flow.response is not None else None
-        if self.secrets and trailers:  # sent after this hook
-            trailers.fields = tuple((k, self.secrets.response_text(v.decode("latin-1")).encode("latin-1"))
+        d = flow.metadata.get("boundary")
+        if trailers and isinstance(d, Decision) and self.secrets.bound(d.host):  # sent after this hook
+            trailers.fields = tuple((k, self.secrets.response_text(d.host, v.decode("latin-1")).encode("latin-1"))
                                     for k, v in trailers.fields)  # fmt: skip
         self._finish(flow, None)
 
@@ -293,7 +308,7 @@ class Enforcer:
             rw = (
                 self.secrets.request_body(d.host, leaks.append, tls=tls)
                 if msg.from_client
-                else self.secrets.response_body()
+                else self.secrets.response_body(d.host)
             )
             out = rw(msg.content) + rw(b"")
             if leaks:

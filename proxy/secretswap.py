@@ -7,19 +7,20 @@ credentials too), the URL and, when the secret opts in, the body. Anywhere else 
 the real value is a leak everywhere (the jail should never have it). Responses get the real value turned
 back into the placeholder.
 
-Bodies are rewritten as they stream (:class:`StreamRewriter`): only the bytes that could begin a match are
-held back, so server-sent events are not delayed and a large upload is never buffered.
+Bodies are rewritten as they stream (:class:`StreamRewriter`), holding back a fixed number of bytes (never
+a large upload); only responses from the hosts a secret is bound to are rewritten (only there can a value be).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import secrets as _random
 import string
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 from .rules import HostPattern
 
@@ -81,7 +82,11 @@ class Leak:
 class StreamRewriter:
     """Replaces ``swap`` needles and stops at the first ``detect`` needle, chunk by chunk, the same as on the
     whole body. Called with each chunk and once with b"" at the end (mitmproxy's stream protocol). After a
-    detection ``leak`` is set, ``on_leak`` has been called once and nothing more comes out."""
+    detection ``leak`` is set, ``on_leak`` has been called once and nothing more comes out.
+
+    The last ``longest needle - 1`` bytes seen are always held back until more data (or the end) comes, whatever
+    they are: holding back only what could begin a needle would tell the sender, by what comes back when, how
+    much of a secret its bytes match (a prefix oracle)."""
 
     def __init__(
         self, swap: dict[bytes, bytes], detect: dict[bytes, Leak], on_leak: Callable[[Leak], None] | None = None
@@ -89,6 +94,7 @@ class StreamRewriter:
         self.swap = swap
         self.detect = detect
         self.needles = sorted({*swap, *detect}, key=len, reverse=True)
+        self.hold = max((len(n) for n in self.needles), default=1) - 1
         self.on_leak = on_leak
         self.leak: Leak | None = None
         self._held = b""
@@ -115,7 +121,7 @@ class StreamRewriter:
             out.append(data[pos:at])
             out.append(self.swap[needle])
             pos = at + len(needle)
-        keep = 0 if end else _partial_tail(data, self.needles, pos)
+        keep = 0 if end else min(self.hold, len(data) - pos)
         out.append(data[pos : len(data) - keep])
         self._held = data[len(data) - keep :] if keep else b""
         return b"".join(out)
@@ -129,20 +135,6 @@ def _first(data: bytes, needles: Sequence[bytes], start: int) -> tuple[int, byte
         if i >= 0 and (best < 0 or i < best):
             best, found = i, n
     return best, found
-
-
-def _partial_tail(data: bytes, needles: Iterable[bytes], start: int) -> int:
-    """How many bytes at the end of ``data`` (after ``start``) are a proper prefix of some needle."""
-    keep = 0
-    for n in needles:
-        lo = max(start, len(data) - len(n) + 1)
-        i = data.find(n[:1], lo)
-        while i >= 0:
-            if n.startswith(data[i:]):
-                keep = max(keep, len(data) - i)
-                break
-            i = data.find(n[:1], i + 1)
-    return keep
 
 
 class SecretSet:
@@ -206,33 +198,42 @@ class SecretSet:
         return StreamRewriter(swap, detect, on_leak)
 
     # -- responses -----------------------------------------------------------
-    def _hiding(self) -> dict[bytes, bytes]:
-        """Each value, as it is and base64-encoded at each alignment (a server that echoes Basic credentials), to
-        what the placeholder looks like there."""
+    def _hiding(self, host: str) -> dict[bytes, bytes]:
+        """The values of the secrets bound to ``host`` (only they are ever sent there), as they are and in the
+        encodings an echo commonly uses, to what the placeholder looks like there (same length: framing holds)."""
         out: dict[bytes, bytes] = {}
-        for s in self.secrets:
+        for s in self.bound(host):
             value, placeholder = s.value.encode("latin-1"), s.placeholder.encode()
-            out[value] = placeholder
-            out.update(zip(_base64_forms(value), _base64_forms(placeholder), strict=True))
+            for form, stand_in in zip(_encoded_forms(value), _encoded_forms(placeholder), strict=True):
+                out.setdefault(form, stand_in if len(stand_in) == len(form) else _filler(placeholder, len(form)))
         return out
 
-    def response_text(self, text: str) -> str:
-        for value, placeholder in self._hiding().items():
+    def response_text(self, host: str, text: str) -> str:
+        for value, placeholder in self._hiding(host).items():
             text = text.replace(value.decode("latin-1"), placeholder.decode())
         return text
 
-    def response_body(self) -> StreamRewriter:
-        return StreamRewriter(self._hiding(), {})
+    def response_body(self, host: str) -> StreamRewriter:
+        return StreamRewriter(self._hiding(host), {})
 
 
-def _base64_forms(value: bytes) -> list[bytes]:
-    """The characters of base64(PREFIX + value) that depend on ``value`` alone, for prefixes of 0, 1 and 2 bytes
-    (mod 3): the same length for two values of the same length."""
-    forms = []
+def _filler(placeholder: bytes, n: int) -> bytes:
+    return (placeholder * (n // len(placeholder) + 1))[:n]
+
+
+def _encoded_forms(value: bytes) -> list[bytes]:
+    """``value`` as it is, percent-encoded (both ways), JSON-escaped (also Go's way: <, > and & as \\u00XX), and
+    base64 (standard and URL-safe) at each alignment: the forms an echoing server commonly sends back."""
+    text = value.decode("latin-1")
+    forms = [value, quote(text, safe="").encode(), quote_plus(text, safe="").encode(), quote(text).encode()]
+    escaped = json.dumps(text)[1:-1]
+    go = escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    forms += [escaped.encode(), go.encode(), escaped.replace("/", "\\/").encode(), go.replace("/", "\\/").encode()]
     for k, skip in ((0, 0), (1, 2), (2, 3)):
         n = k + len(value)
         end = 4 * (n // 3) + (n % 3)  # a trailing 1 (2) byte(s) give 1 (2) whole characters
-        forms.append(base64.b64encode(b"\0" * k + value)[skip:end])
+        std = base64.b64encode(b"\0" * k + value)[skip:end]
+        forms += [std, std.replace(b"+", b"-").replace(b"/", b"_")]
     return forms
 
 

@@ -40,6 +40,8 @@ class CA:
     ca_pem: Path
     cert_pem: Path
     key_pem: Path
+    other_cert_pem: Path  # a certificate for other.test alone
+    other_key_pem: Path
 
 
 def make_ca(dirpath: Path) -> CA:
@@ -59,27 +61,35 @@ def make_ca(dirpath: Path) -> CA:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secure.test")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in TEST_NAMES]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+
+    def leaf(names: tuple[str, ...], cert_path: Path, key_path: Path) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
     dirpath.mkdir(parents=True, exist_ok=True)
-    out = CA(dirpath / "ca.pem", dirpath / "server.pem", dirpath / "server.key")
+    out = CA(dirpath / "ca.pem", dirpath / "server.pem", dirpath / "server.key", dirpath / "other.pem",
+             dirpath / "other.key")  # fmt: skip
     out.ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    out.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key_pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    leaf(TEST_NAMES, out.cert_pem, out.key_pem)
+    leaf(("other.test",), out.other_cert_pem, out.other_key_pem)
     return out
 
 

@@ -57,6 +57,8 @@ class ResponsesMock:
     def __init__(self, ctx: ssl.SSLContext) -> None:
         self.ctx = ctx
         self.auth: list[str] = []
+        self.tool_command: str | None = None  # set: the first answer asks codex to run this shell command
+        self.tool_outputs: list[str] = []
         self.sock = serve_loopback(self._serve)
         self.port: int = self.sock.getsockname()[1]
 
@@ -69,11 +71,12 @@ class ResponsesMock:
                     while (h := f.readline(65536)) not in (b"\r\n", b""):
                         k, _, v = h.decode("latin-1").partition(":")
                         headers[k.strip().lower()] = v.strip()
+                    body = b""
                     if "content-length" in headers:
-                        f.read(int(headers["content-length"]))
+                        body = f.read(int(headers["content-length"]))
                     elif headers.get("transfer-encoding", "").lower() == "chunked":
                         while n := int(f.readline(100).split(b";")[0], 16):
-                            f.read(n)
+                            body += f.read(n)
                             f.readline(10)
                         f.readline(10)
                     if b"/responses" not in line:
@@ -81,11 +84,27 @@ class ResponsesMock:
                         continue
                     self.auth.append(headers.get("authorization", ""))
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
-                    for e in EVENTS:
+                    for e in self._events(body):
                         c.sendall(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode())
                     return
         except (OSError, ValueError, ssl.SSLError):
             return
+
+    def _events(self, body: bytes) -> list[dict[str, object]]:
+        """A message; or, in tool mode and before codex has run the tool, a call of codex's code-mode ``exec`` tool
+        that runs the shell command (codex 0.17x offers its tools through that one JavaScript tool)."""
+        try:
+            items = json.loads(body).get("input", [])
+        except ValueError:
+            items = []
+        done = [i for i in items if isinstance(i, dict) and i.get("type") == "custom_tool_call_output"]
+        self.tool_outputs += [json.dumps(i.get("output")) for i in done]
+        if self.tool_command is None or done:
+            return EVENTS
+        js = f"const r = await tools.exec_command({{cmd: {json.dumps(self.tool_command)}}}); text(JSON.stringify(r));"
+        call = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": "exec", "input": js,
+                "status": "completed"}  # fmt: skip
+        return [EVENTS[0], {"type": "response.output_item.done", "output_index": 0, "item": call}, EVENTS[2]]
 
 
 @pytest.fixture(scope="module")
@@ -179,27 +198,40 @@ def test_agent_codex_works_from_its_own_config_and_audit_names_what_it_was_denie
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_codex_runs_a_command_in_its_own_sandbox_or_is_told_it_is_in_ours(
-    tmp_path: Path, ca: CA, codex: Path, tls: Upstream, mode: str
+def test_codex_runs_the_shell_command_the_model_asks_for(
+    tmp_path: Path, ca: CA, codex: Path, responses: ResponsesMock, tls: Upstream, mode: str
 ) -> None:
-    """--agent codex: in nsjail (--nested-userns implied) codex's workspace-write sandbox (bubblewrap) runs the
-    command; in landjail codex is told it is externally sandboxed and runs it in boundary's jail. Either way the
-    command writes into the workspace, nothing outside it, and a host the policy does not allow is denied and
-    audited."""
-    own_sandbox = ["-c", 'sandbox_mode="workspace-write"', "-c", "sandbox_workspace_write.network_access=true"]
-    command = (
+    """--agent codex: the mock model asks for one shell command. In nsjail (--nested-userns implied) it runs in
+    codex's own workspace-write sandbox (bubblewrap) inside boundary's; in landjail codex is told it is
+    externally sandboxed and it runs in boundary's jail. Either way a file appears in the workspace, nothing is
+    written outside it, and a host the policy does not allow is denied and audited."""
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model_provider = "mock"\n[model_providers.mock]\nname = "mock"\n'
+        f'base_url = "https://secure.test:{responses.port}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+        "supports_websockets = false\n"
+    )
+    responses.tool_command = (
         "echo made > made-by-codex.txt; touch $HOME/outside-$$ 2>/dev/null && echo wrote-outside; "
         f"curl -sS --max-time 20 https://other.test:{tls.port}/from-codex; echo curl=$?"
     )
-    r = boundary_run(
-        tmp_path, "--jail-type", mode, "--allow-private", "--host-map", "other.test=127.0.0.1", "--agent", "codex",
-        "--rw", str(codex.parents[2]), "--workspace", str(tmp_path),
-        "--", str(codex), "sandbox", *(own_sandbox if mode == "nsjail" else []), "--", "sh", "-c", command,
-        env={"CODEX_HOME": str(tmp_path / "codex-home"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+    own_sandbox = ["-s", "workspace-write", "-c", "sandbox_workspace_write.network_access=true"]
+    try:
+        r = boundary_run(
+            tmp_path, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem), "--host-map",
+            "secure.test=127.0.0.1", "--host-map", "other.test=127.0.0.1", "--agent", "codex",
+            "--secret", "OPENAI_API_KEY=secure.test", "--rw", str(codex.parents[2]), "--workspace", str(tmp_path),
+            "--", str(codex), "exec", *(own_sandbox if mode == "nsjail" else []), "--skip-git-repo-check",
+            "make a file",
+            env={"OPENAI_API_KEY": "sk-test-" + "x" * 40, "CODEX_HOME": str(home),
+                 "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+    finally:
+        responses.tool_command = None
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "made-by-codex.txt").read_text() == "made\n"
+    assert (tmp_path / "made-by-codex.txt").read_text() == "made\n", r.stdout + r.stderr[-3000:]
     assert "wrote-outside" not in r.stdout
-    assert "curl=0" not in r.stdout
+    assert "hello from the mock" in r.stdout  # codex sent the command's output back and got the final answer
     assert [x for x in r.audit_records() if x["host"] == "other.test" and x["decision"] == "deny"], r.stderr

@@ -6,6 +6,7 @@ to a host the secret is not bound to, in a header, the query and the body."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -75,8 +76,11 @@ class Mock:
                     n, tail = self._body(f, headers)
                     self.got.append(Got(headers.get("host", ""), method, path, headers, n, tail))
                     out = json.dumps({"authorization": headers.get("authorization", ""), "received": n}).encode()
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                                 % len(out) + out)  # fmt: skip
+                    coding = b""
+                    if path.startswith("/gzip"):  # compressed whatever the client asked for
+                        out, coding = gzip.compress(out), b"Content-Encoding: gzip\r\n"
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
+                                 % (coding, len(out)) + out)  # fmt: skip
         except (OSError, ValueError, ssl.SSLError):
             return
 
@@ -353,3 +357,57 @@ def test_websocket_messages_are_swapped_and_checked(tmp_path: Path, ca: CA, tls:
     assert f"x{value}".encode() in tls.ws_messages  # the bound host got the real value
     assert not [m for m in tls.ws_messages if m.startswith(b"y")]  # and the other never got the placeholder
     assert [x["scheme"] for x in leaks(r)] == ["wss"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_host_header_cannot_take_the_value_elsewhere(
+    tmp_path: Path, ca: CA, mock: Mock, plain: Upstream, mode: str
+) -> None:
+    """Domain fronting through the proxy: a URL for the bound host with another Host header is refused (a front
+    end routing by Host would hand the value to that other site)."""
+    url = f"http://secure.test:{plain.port}/fronted"
+    script = f'curl -sS --max-time 30 -x http://secure.test:3128 -H "Host: evil.test" {url}'
+    r = run(tmp_path, ca, mock, mode, script, new_value(), "--allow", f"domain=secure.test port={plain.port},3128")
+    assert "Host 'evil.test' differs from" in r.stdout, (r.stdout, r.stderr)
+    assert plain.last_request_path != "/fronted"
+
+
+@pytest.fixture(scope="module")
+def other_only(ca: CA) -> Iterator[Mock]:
+    """HTTPS with a certificate for other.test alone."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(ca.other_cert_pem, ca.other_key_pem)
+    ctx.set_alpn_protocols(["http/1.1"])
+    m = Mock(ctx).start()
+    yield m
+    m.sock.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_upstream_must_prove_the_bound_name_not_the_clients_sni(
+    tmp_path: Path, ca: CA, mock: Mock, other_only: Mock, mode: str
+) -> None:
+    """A connection decided for the bound name whose client sends another SNI: the upstream is still made to prove
+    the bound name, so a server that is only other.test never gets the value."""
+    p = other_only.port
+    script = (
+        f"curl -sS -k --max-time 30 --connect-to other.test:{p}:secure.test:{p} -H 'Host: secure.test:{p}' "
+        f'-H "Authorization: Bearer $MY_TOKEN" https://other.test:{p}/sni; echo " rc=$?"'
+    )
+    r = run(tmp_path, ca, mock, mode, script, new_value(), "--allow", f"domain=secure.test port={p}")
+    assert not [g for g in other_only.got if g.path == "/sni"], (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_compressed_answer_from_the_bound_host_is_not_passed_on(
+    tmp_path: Path, ca: CA, mock: Mock, mode: str
+) -> None:
+    """The bound host echoes the swapped header gzip-compressed (although boundary asked for no compression): the
+    value cannot be found in it to hide it, so the answer does not reach the jail."""
+    value = new_value()
+    script = 'curl -sS --compressed --max-time 30 -H "Authorization: Bearer $MY_TOKEN" https://secure.test:$PORT/gzip'
+    r = run(tmp_path, ca, mock, mode, script, value)
+    assert value not in r.stdout
+    got = [g for g in mock.got if g.path == "/gzip"]
+    assert got[-1].headers.get("accept-encoding") == "identity"  # boundary asked for none
+    assert [x for x in r.audit_records() if "gzip-encoded" in str(x["reason"])], r.stderr

@@ -4,6 +4,8 @@ against the same replacement done on the whole body)."""
 from __future__ import annotations
 
 import base64
+import json
+import urllib.parse
 
 import pytest
 from hypothesis import given, settings
@@ -98,16 +100,18 @@ def test_bodies_swap_only_where_opted_in_and_stop_at_a_leak() -> None:
     oa = SET.request_body(H, leaks.append)  # OPENAI does not opt in: its placeholder passes as it is
     assert oa(OPENAI.placeholder.encode()) + oa(b"") == OPENAI.placeholder.encode()
     evil = SET.request_body("evil.test", leaks.append)
-    assert evil(b"hello ") == b"hello "
-    assert evil(b"x" + OPENAI.placeholder.encode() + b"y") == b""
+    sent = evil(b"hello " * 20)  # what cannot begin a needle any more goes out
+    assert sent
+    assert sent + evil(b"x" + OPENAI.placeholder.encode() + b"y") == (b"hello " * 20)[: len(sent)]
     assert evil(b"more") == b""
     assert evil(b"") == b""
     assert [(x.secret.name, x.kind) for x in leaks] == [("OPENAI_API_KEY", "placeholder")]
 
 
-def test_responses_hide_the_value() -> None:
-    assert SET.response_text(f"you sent {VALUE}") == f"you sent {OPENAI.placeholder}"
-    rw = SET.response_body()
+def test_responses_from_the_bound_host_hide_the_value() -> None:
+    assert SET.response_text(H, f"you sent {VALUE}") == f"you sent {OPENAI.placeholder}"
+    assert SET.response_text("evil.test", f"you sent {VALUE}") == f"you sent {VALUE}"  # it was never sent there
+    rw = SET.response_body(H)
     half = len(VALUE) // 2
     out = rw(b"echo " + VALUE[:half].encode()) + rw(VALUE[half:].encode() + b" end") + rw(b"")
     assert out == b"echo " + OPENAI.placeholder.encode() + b" end"
@@ -116,15 +120,40 @@ def test_responses_hide_the_value() -> None:
 @pytest.mark.parametrize("prefix", ["", "u:", "us:", "user:"])
 def test_responses_hide_the_value_in_base64_too(prefix: str) -> None:
     echoed = base64.b64encode(f"{prefix}{VALUE}".encode()).decode()
-    hidden = base64.b64decode(SET.response_text(f"Basic {echoed}")[6:]).decode("latin-1")
-    assert VALUE[1:-1] not in hidden
-    assert OPENAI.placeholder[1:-1] in hidden
+    for form in (echoed, echoed.replace("+", "-").replace("/", "_")):
+        hidden = SET.response_text(H, f"Basic {form}")[6:]
+        assert VALUE[1:-1] not in base64.urlsafe_b64decode(hidden.replace("+", "-").replace("/", "_")).decode("latin-1")
 
 
-def test_only_a_possible_match_is_held_back() -> None:
-    rw = SET.response_body()
-    assert rw(b"data: one\n\n") == b"data: one\n\n"  # an event goes out at once
-    assert rw(b"data: " + VALUE[:5].encode()) == b"data: "
+ODD = secret("ODD_TOKEN", "Zq+/=&<>%AbCdEf12345678~", "odd.test")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        ODD.value,
+        urllib.parse.quote(ODD.value, safe=""),
+        urllib.parse.quote_plus(ODD.value),
+        json.dumps(ODD.value)[1:-1],
+        json.dumps(ODD.value)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
+        base64.urlsafe_b64encode(ODD.value.encode()).decode(),
+    ],
+)
+def test_responses_hide_common_encodings_of_the_value(form: str) -> None:
+    body = f'{{"echo": "{form}"}}'
+    hidden = SecretSet([ODD]).response_text("odd.test", body)
+    assert form not in hidden
+    assert len(hidden) == len(body)  # the same length: a body's framing holds
+
+
+def test_what_is_held_back_does_not_depend_on_the_secret() -> None:
+    """A prefix oracle: if only bytes that could begin the value were held, what comes back (and when) would tell
+    how much of it a guess matches. Guesses of the same length come out the same way, whatever they match."""
+    outs = []
+    for guess in (VALUE[:20], "Q" * 20, VALUE[:19] + "Q"):
+        rw = SET.response_body(H)
+        outs.append([len(rw(b".")), len(rw(guess.encode())), len(rw(b"x" * 100)), len(rw(b""))])
+    assert outs[0] == outs[1] == outs[2]
 
 
 NEEDLES = [b"needle-one", b"second", b"xyz-3"]
@@ -166,3 +195,16 @@ def test_streaming_equals_whole_body(parts: list[bytes], cuts: list[int]) -> Non
         assert got == want
     else:
         assert want.startswith(got)  # nothing after the leak's start went out
+
+
+def test_nothing_to_send_yet_is_no_chunk_at_all() -> None:
+    """mitmproxy frames each returned chunk; an empty one ends a chunked HTTP/1.1 body (a stream cut short)."""
+    from proxy.addon import _Counter, _Rewrite
+
+    counter = _Counter()
+    rw = _Rewrite(SET.response_body(H), counter)
+    assert rw(b"GET /tri") == []  # all of it held back
+    tail = rw(b"")
+    assert tail == b"GET /tri"
+    assert counter.n == len(tail)
+    assert counter.done
