@@ -222,13 +222,18 @@ def _filler(placeholder: bytes, n: int) -> bytes:
 
 
 def _encoded_forms(value: bytes) -> list[bytes]:
-    """``value`` as it is, percent-encoded (both ways), JSON-escaped (also Go's way: <, > and & as \\u00XX), and
-    base64 (standard and URL-safe) at each alignment: the forms an echoing server commonly sends back."""
+    """``value`` as it is, percent-encoded (both ways, and every byte), JSON-escaped (also Go's way: <, > and & as
+    \\u00XX, and every character), hex, and base64 (standard and URL-safe) at each alignment: the forms an echoing
+    server commonly sends back."""
     text = value.decode("latin-1")
     forms = [value, quote(text, safe="").encode(), quote_plus(text, safe="").encode(), quote(text).encode()]
     escaped = json.dumps(text)[1:-1]
     go = escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     forms += [escaped.encode(), go.encode(), escaped.replace("/", "\\/").encode(), go.replace("/", "\\/").encode()]
+    hexed = value.hex()
+    forms += [hexed.encode(), hexed.upper().encode()]  # hex, and every byte percent- or \\u-escaped
+    forms += ["".join(f"%{b:02X}" for b in value).encode(), "".join(f"%{b:02x}" for b in value).encode()]
+    forms += ["".join(f"\\u{b:04x}" for b in value).encode()]
     for k, skip in ((0, 0), (1, 2), (2, 3)):
         n = k + len(value)
         end = 4 * (n // 3) + (n % 3)  # a trailing 1 (2) byte(s) give 1 (2) whole characters
