@@ -185,7 +185,8 @@ def test_agent_codex_works_from_its_own_config_and_audit_names_what_it_was_denie
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "hello from the mock" in r.stdout
-    assert "sandbox: danger-full-access" in r.stderr + r.stdout  # told it is externally sandboxed
+    # landjail: codex is told it is externally sandboxed; nsjail (--nested-userns implied): its own sandbox stays
+    assert ("sandbox: danger-full-access" in r.stderr + r.stdout) is (mode == "landjail")
     assert f"Bearer {key}" in responses.auth
     said = set(re.findall(r"boundary: denied \S+ ([a-z0-9.-]+):\d+", r.stderr))
     audit = subprocess.run(
