@@ -16,12 +16,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from proxy.audit import AuditSink
 from proxy.mitm import MitmError, MitmSettings
+from proxy.mitm import preload as mitm_preload
 from proxy.origins import Origins
 from proxy.secretswap import SecretSet
 from proxy.server import ProxyServer
@@ -222,7 +224,10 @@ def run_command(config: Config, command: Sequence[str], *, quiet: bool = False) 
     jail, listeners = prepare_mode(config, command)
     try:
         jail.spawn()  # its connections queue in the listeners' backlog until the proxy serves them
-        return asyncio.run(_supervise(config, jail, listeners, quiet=quiet))
+        # interception likely: mitmproxy is imported (a thread: nothing forks from here on) and started while the
+        # command starts, not when its first request that needs it arrives
+        preloading = mitm_preload() if trust.interception_possible(config) else None
+        return asyncio.run(_supervise(config, jail, listeners, quiet=quiet, preloading=preloading))
     except KeyboardInterrupt:  # ^C before the command was running: nothing of it is left either way
         return 128 + signal.SIGINT
     finally:
@@ -246,7 +251,9 @@ def _forward(jail: Jail, sig: int) -> None:
     jail.signal(sig)
 
 
-async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet: bool) -> int:
+async def _supervise(
+    config: Config, jail: Jail, listeners: Listeners, *, quiet: bool, preloading: threading.Thread | None = None
+) -> int:
     from proxy.dns import DnsResponder, FakeTable
 
     table = FakeTable()
@@ -264,6 +271,8 @@ async def _supervise(config: Config, jail: Jail, listeners: Listeners, *, quiet:
     try:
         await server.start(explicit=listeners.explicit, transparent=listeners.transparent)
         await dns.start(listeners.dns)
+        if preloading is not None:
+            server.mitm.start_early(preloading)
         return await jail.wait()
     except MitmError as e:
         raise BoundaryError("start mitmproxy", str(e)) from e

@@ -65,13 +65,16 @@ def prepare(config: Config, env: Mapping[str, str]) -> Trust | None:
     """The merged bundle when interception can happen, else None. Raises OSError."""
     if not interception_possible(config):
         return None
-    from mitmproxy.certs import CertStore  # the CA itself; mitmproxy proper still starts lazily
-
     confdir = config.state_dir / "ca"
     confdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(confdir, 0o700)
-    CertStore.from_store(confdir, CA_BASENAME, 2048)
-    ca_cert = (confdir / f"{CA_BASENAME}-ca-cert.pem").read_bytes()
+    cert_file = confdir / f"{CA_BASENAME}-ca-cert.pem"
+    if not (cert_file.is_file() and (confdir / f"{CA_BASENAME}-ca.pem").is_file()):
+        # the CA is made once (mitmproxy's import and the key generation are slow): later runs only read it
+        from mitmproxy.certs import CertStore
+
+        CertStore.from_store(confdir, CA_BASENAME, 2048)
+    ca_cert = cert_file.read_bytes()
     sources = [system_cafile(), *(env[k] for k in CA_ENV if env.get(k))]
     parts: list[bytes] = []
     seen: set[str] = set()

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import logging
 import os
 import socket
 import ssl
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,44 @@ START_TIMEOUT = 60.0
 
 class MitmError(Exception):
     pass
+
+
+# what starting mitmproxy imports (~0.4 s): done ahead by preload() when interception is likely
+MITM_MODULES = (
+    "mitmproxy.options", "mitmproxy.addons.core", "mitmproxy.addons.next_layer", "mitmproxy.addons.proxyserver",
+    "mitmproxy.addons.tlsconfig", "mitmproxy.master", "mitmproxy.proxy.mode_servers", "proxy.addon",
+)  # fmt: skip
+
+
+def import_lean() -> None:
+    """Import what boundary starts mitmproxy with, and no more: the ``mitmproxy.addons`` package's own
+    ``__init__`` imports every default addon (flow filters, QUIC, proxy auth, playback: ~150 ms), none of which
+    boundary loads, so the package is put in place without running it and only the addons used are imported."""
+    with _LEAN_LOCK:
+        if "mitmproxy.addons" not in sys.modules:
+            spec = importlib.util.find_spec("mitmproxy.addons")
+            if spec is not None and spec.submodule_search_locations is not None:
+                sys.modules["mitmproxy.addons"] = importlib.util.module_from_spec(spec)
+        for name in MITM_MODULES:
+            importlib.import_module(name)
+
+
+_LEAN_LOCK = threading.Lock()
+
+
+def preload() -> threading.Thread:
+    """Import mitmproxy in a thread, while the jail starts. Only once nothing forks any more: a child forked
+    while a thread holds an import lock could wait on it for ever."""
+
+    def run() -> None:
+        try:
+            import_lean()
+        except Exception as e:  # the same import fails again, loudly, where mitmproxy is started
+            log.debug("preloading mitmproxy failed: %r", e)
+
+    t = threading.Thread(target=run, name="boundary-mitm-import", daemon=True)
+    t.start()
+    return t
 
 
 def system_cafile() -> str:
@@ -73,6 +115,7 @@ class MitmEngine:
         self._task: asyncio.Task[None] | None = None
         self._master: Any = None
         self._instances: dict[str, Any] = {}
+        self._early: asyncio.Task[None] | None = None
 
     def _trust_bundle(self) -> str:
         sys_ca = system_cafile()
@@ -82,6 +125,20 @@ class MitmEngine:
         data = Path(sys_ca).read_bytes() + b"\n" + self.settings.upstream_ca.read_bytes()
         merged.write_bytes(data)
         return str(merged)
+
+    def start_early(self, preloading: threading.Thread | None) -> None:
+        """Start mitmproxy now, in the background, so the first flow that needs it does not wait for it; a
+        failure here is only logged (that flow will try again and fail loudly)."""
+
+        async def start() -> None:
+            if preloading is not None:
+                await asyncio.to_thread(preloading.join)  # the loop keeps serving meanwhile
+            try:
+                await self.ensure_started()
+            except MitmError as e:
+                log.debug("early start of mitmproxy failed: %s", e)
+
+        self._early = asyncio.create_task(start(), name="mitmproxy-early-start")
 
     async def ensure_started(self) -> None:
         if self._ready.is_set():
@@ -97,6 +154,7 @@ class MitmEngine:
                 raise MitmError(f"failed to start mitmproxy: {e!r}") from e
 
     async def _start(self) -> None:
+        import_lean()
         from mitmproxy import options
         from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
@@ -202,6 +260,10 @@ class MitmEngine:
             writer.transport.abort()
 
     async def close(self) -> None:
+        if self._early is not None and not self._early.done():
+            self._early.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._early
         if self._master is not None and self._task is not None and not self._task.done():
             self._master._boundary_closing = True
             self._master.shutdown()
