@@ -22,9 +22,11 @@ command would make itself.
 nsjail also hands over kill() aimed at a process group: boundary signals the group's members inside
 the jail only (the command shares boundary's process group, the terminal's).
 
-Known limit (nsjail): sendmsg/sendmmsg on unix sockets are checked but then run by the kernel, so a
-multi-threaded program that rewrites msg_name (or the descriptor) between the check and the kernel's
-read can send datagrams to an outside unix datagram socket (UDP cannot leave nsjail's network namespace).
+sendmsg and sendmmsg on unix sockets are carried out here in nsjail too (answered "continue", the kernel would
+look each address up again, after the check); on its other sockets (netlink, internet: confined by its network
+namespace) they are answered "continue", as this process would send them with capabilities the jail lacks.
+Known limit (nsjail): a multi-threaded program that dup2()s a unix datagram socket over such a descriptor
+between boundary's look and the kernel's can send a datagram to an outside unix datagram socket.
 Side effects: a process that serves the listener, with worker threads for calls that may block.
 """
 
@@ -176,11 +178,6 @@ class Supervisor:
         if n.nr == nr["kill"]:
             return self._kill_group(n)
         routed = self.rules.inet is not None  # landjail: every socket's family and type matters
-        names: list[tuple[int, int]] = []
-        if n.nr in (nr["sendmsg"], nr["sendmmsg"]) and not routed:
-            names = self._msg_names(n)
-            if not names:
-                return _Answer(cont=True)  # the common case: a connected socket, no address
         pidfd = unotify.pidfd_open_thread(n.pid)
         try:
             if not unotify.still_waiting(self.listener, n.id):
@@ -216,8 +213,11 @@ class Supervisor:
                     self.binds.add(os.fstat(sock.fileno()).st_ino)
                 return _Answer(cont=True)
             if n.nr in (nr["sendmsg"], nr["sendmmsg"]) and sock.family == socket.AF_UNIX:
-                for ptr, size in names or self._msg_names(n):
-                    _close(self._checked(n, sock, self._address(n, ptr, size), "send to")[1])
+                # carried out here on the socket that was checked, never handed back to the kernel: it would look
+                # each address up again, and a path swapped in between (a symlink renamed over it) would send
+                # datagrams to an outside unix socket. Only unix sockets: this process holds every capability in
+                # the jail's namespaces, and a netlink message sent from here would reconfigure the jail's network
+                return self._send_messages(n, sock, inet.Kind.OTHER, inline)
         return _Answer(cont=True)
 
     def _address(self, n: unotify.Notification, ptr: int, size: int) -> bytes:
@@ -566,22 +566,6 @@ class Supervisor:
             unotify.write_memory(n.pid, n.args[4], shown[:room])
             unotify.write_memory(n.pid, n.args[5], struct.pack("=I", len(shown)))
         return _Answer(val=ret)
-
-    # -- sendmsg/sendmmsg: checked, then run by the kernel -----------------
-    def _msg_names(self, n: unotify.Notification) -> list[tuple[int, int]]:
-        """(pointer, length) of each address a sendmsg/sendmmsg call carries."""
-        if n.nr == unotify.arch().nr["sendmsg"]:
-            headers = [unotify.read_memory(n.pid, n.args[1], _MSGHDR.size)]
-        else:
-            count = min(n.args[2] & 0xFFFFFFFF, MAX_MMSG)
-            blob = unotify.read_memory(n.pid, n.args[1], count * _MMSGHDR_SIZE) if count else b""
-            headers = [blob[i * _MMSGHDR_SIZE : i * _MMSGHDR_SIZE + _MSGHDR.size] for i in range(count)]
-        out = []
-        for h in headers:
-            name, namelen = _MSGHDR.unpack(h)[:2]
-            if name and namelen:
-                out.append((name, namelen))
-        return out
 
     # -- kill() of a process group (nsjail) ----------------------------------
     def _kill_group(self, n: unotify.Notification) -> _Answer | None:

@@ -221,3 +221,57 @@ def test_tmux_server_outside_runs_nothing_for_the_jail(tmp_path: Path, mode: str
         assert not marker.exists()
     finally:
         subprocess.run(["tmux", "-S", str(sock), "kill-server"], env=env, timeout=30, check=False)
+
+
+SWAP = """
+import os, socket, sys
+outside, work, tries = sys.argv[1], sys.argv[2], int(sys.argv[3])
+own = os.path.join(work, "own.dgram")
+mine = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+mine.bind(own)
+x = os.path.join(work, "x")
+pid = os.fork()
+if pid == 0:  # keeps renaming a symlink over x: now to the jail's own socket, now to the outside one
+    for i in range(tries):
+        for target, tmp in ((own, x + ".a"), (outside, x + ".b")):
+            try:
+                os.symlink(target, tmp)
+                os.rename(tmp, x)
+            except OSError:
+                pass
+    os._exit(0)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+c.setblocking(False)
+sent = 0
+for i in range(tries):
+    try:
+        c.sendmsg([b"RACE"], [], 0, x)
+        sent += 1
+    except OSError:
+        pass
+    if i % 64 == 0:  # keep our own socket's queue from filling
+        mine.setblocking(False)
+        try:
+            while mine.recv(100):
+                pass
+        except OSError:
+            pass
+os.waitpid(pid, 0)
+print("done", sent)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_path_swapped_under_sendmsg_reaches_no_outside_socket(tmp_path: Path, outside: Outside, mode: str) -> None:
+    """sendmsg to a path whose symlink another process keeps renaming between the jail's own datagram socket and
+    an outside one: what boundary checked must be what is sent to (an outside review reached the outside socket
+    in nsjail, which handed the call back to the kernel after its check)."""
+    probe = tmp_path / "swap.py"
+    probe.write_text(SWAP)
+    work = tmp_path / "work"
+    work.mkdir()
+    r = boundary_run(tmp_path, "--jail-type", mode, "--workspace", str(work), "--", "python3", str(probe),
+                     str(outside.dgram_path), str(work), "20000", timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("done"), r.stdout
+    assert outside.heard() == []
