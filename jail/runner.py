@@ -105,8 +105,9 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         files = ca.files()
     tools = toolconfig.ToolFiles(str(run_dir(config)), fs.home, None if ca is None else str(ca.bundle), fs.npm_prefix)
     # an agent that sandboxes its own commands is told it runs in an outer sandbox where it cannot make its own
-    ns_command = command if config.nested_userns else presets.agent_argv(config.agent, list(command))
-    command = presets.agent_argv(config.agent, list(command))
+    told = presets.agent_argv(config.agent, list(command))
+    ns_command = command if config.nested_userns else told  # nsjail with nested namespaces: its own sandbox works
+    command = told
     if config.jail_type is JailType.LANDJAIL:
         if config.nested_userns:
             log.info("--nested-userns has no effect in landjail (it has no namespaces to nest)")

@@ -179,15 +179,13 @@ class Enforcer:
         or the leak found there (nothing is changed then)."""
         req = flow.request
         tls = req.scheme == "https"
-        fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers.fields]
-        swapped, leak = self.secrets.request_headers(host, fields, tls=tls)
+        swapped, leak = self.secrets.request_headers(host, _fields(req.headers), tls=tls)
         if leak is not None:
             return leak
         path, leak = self.secrets.scan_text(host, req.path, "the URL", swap=True, tls=tls)
         if leak is not None:
             return leak
-        if swapped != fields:
-            req.headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in swapped)
+        _set_fields(req.headers, swapped)
         if path != req.path:
             req.path = path
         if self.secrets.bound(host) and req.headers.get("accept-encoding", "identity") != "identity":
@@ -200,12 +198,11 @@ class Enforcer:
         d = flow.metadata.get("boundary")
         if not self.secrets or not trailers or not isinstance(d, Decision) or flow.metadata.get("boundary_done"):
             return
-        fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in trailers.fields]
-        swapped, leak = self.secrets.request_headers(d.host, fields, tls=flow.request.scheme == "https")
+        swapped, leak = self.secrets.request_headers(d.host, _fields(trailers), tls=flow.request.scheme == "https")
         if leak is not None:
             self._leaked(flow, leak)
-        elif swapped != fields:
-            trailers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in swapped)
+        else:
+            _set_fields(trailers, swapped)
 
     def _leaked(self, flow: http.HTTPFlow, leak: Leak, answer: str | None = None) -> None:
         """Deny a request that carries a secret where it must not go. Headers or URL (``answer``): answered 403
@@ -241,10 +238,7 @@ class Enforcer:
                 flow.metadata["boundary_done"] = True
                 flow.kill()
                 return
-            fields = [(k, v.decode("latin-1")) for k, v in resp.headers.fields]
-            hidden = [(k, self.secrets.response_text(d.host, v)) for k, v in fields]
-            if hidden != fields:
-                resp.headers.fields = tuple((k, v.encode("latin-1")) for k, v in hidden)
+            _set_fields(resp.headers, [(k, self.secrets.response_text(d.host, v)) for k, v in _fields(resp.headers)])
             resp.stream = _Rewrite(self.secrets.response_body(d.host), down)
 
     def tls_failed_client(self, data: tls.TlsData) -> None:
@@ -264,8 +258,7 @@ class Enforcer:
         trailers = flow.response.trailers if flow.response is not None else None
         d = flow.metadata.get("boundary")
         if trailers and isinstance(d, Decision) and self.secrets.bound(d.host):  # sent after this hook
-            trailers.fields = tuple((k, self.secrets.response_text(d.host, v.decode("latin-1")).encode("latin-1"))
-                                    for k, v in trailers.fields)  # fmt: skip
+            _set_fields(trailers, [(k, self.secrets.response_text(d.host, v)) for k, v in _fields(trailers)])
         self._finish(flow, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -322,6 +315,17 @@ class Enforcer:
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         if len(flow.messages) > 1:
             del flow.messages[:-1]
+
+
+def _fields(headers: http.Headers) -> list[tuple[str, str]]:
+    """Header (or trailer) fields as text, in order, repeated names kept."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.fields]
+
+
+def _set_fields(headers: http.Headers, fields: list[tuple[str, str]]) -> None:
+    """Put ``fields`` (from :func:`_fields`) back, when anything changed."""
+    if fields != _fields(headers):
+        headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in fields)
 
 
 def _host_header_name(value: str | None) -> str | None:

@@ -73,10 +73,10 @@ class Leak:
             return f"secret_leak: the placeholder of {s.name} in {where} over plain HTTP (swapped in over TLS only)"
         if self.kind == "value":
             return (
-                f"secret_leak: the real value of {s.name} in {self.where} (the jail should never have it: "
+                f"secret_leak: the real value of {s.name} in {where} (the jail should never have it: "
                 "hide the file or variable it came from)"
             )
-        return f"secret_leak: the placeholder of {s.name} in {self.where}; it is bound to {', '.join(s.host_texts)}"
+        return f"secret_leak: the placeholder of {s.name} in {where}; it is bound to {', '.join(s.host_texts)}"
 
 
 class StreamRewriter:
@@ -142,6 +142,8 @@ class SecretSet:
 
     def __init__(self, secrets: Sequence[Secret] = ()) -> None:
         self.secrets = tuple(secrets)
+        # what hides the values, by which secrets are bound (not by host: a wildcard binds any number of names)
+        self._hidden: dict[tuple[str, ...], dict[bytes, bytes]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -149,16 +151,14 @@ class SecretSet:
     def bound(self, host: str) -> list[Secret]:
         return [s for s in self.secrets if s.bound_to(host)]
 
-    def patterns(self) -> tuple[HostPattern, ...]:
-        return tuple(p for s in self.secrets for p in s.hosts)
-
     # -- requests ------------------------------------------------------------
     def scan_text(self, host: str, text: str, where: str, *, swap: bool, tls: bool = True) -> tuple[str, Leak | None]:
         """``text`` with bound placeholders swapped in (when ``swap``), or the first leak it shows: checked as it
         is, percent-decoded, and inside ``Basic`` credentials. Without ``tls`` no value goes out (it would cross
         the network in clear): a bound placeholder is a leak too."""
+        forms = _forms(text)
         for s in self.secrets:
-            for form in _forms(text):
+            for form in forms:
                 if s.value in form:
                     return text, Leak(s, "value", where)
                 if s.placeholder in form and not (tls and s.bound_to(host)):
@@ -201,11 +201,16 @@ class SecretSet:
     def _hiding(self, host: str) -> dict[bytes, bytes]:
         """The values of the secrets bound to ``host`` (only they are ever sent there), as they are and in the
         encodings an echo commonly uses, to what the placeholder looks like there (same length: framing holds)."""
-        out: dict[bytes, bytes] = {}
-        for s in self.bound(host):
-            value, placeholder = s.value.encode("latin-1"), s.placeholder.encode()
-            for form, stand_in in zip(_encoded_forms(value), _encoded_forms(placeholder), strict=True):
-                out.setdefault(form, stand_in if len(stand_in) == len(form) else _filler(placeholder, len(form)))
+        bound = self.bound(host)
+        key = tuple(s.name for s in bound)
+        out = self._hidden.get(key)
+        if out is None:
+            out = {}
+            for s in bound:
+                value, placeholder = s.value.encode("latin-1"), s.placeholder.encode()
+                for form, stand_in in zip(_encoded_forms(value), _encoded_forms(placeholder), strict=True):
+                    out.setdefault(form, stand_in if len(stand_in) == len(form) else _filler(placeholder, len(form)))
+            self._hidden[key] = out
         return out
 
     def response_text(self, host: str, text: str) -> str:

@@ -222,9 +222,10 @@ def read_ws_frame(f: object) -> bytes:
     return bytes(b ^ key[i % 4] for i, b in enumerate(data)) if key else data
 
 
-def server_tls(ca: CA) -> ssl.SSLContext:
+def server_tls(ca: CA, *, other_only: bool = False) -> ssl.SSLContext:
+    """A server context with the certificate for every test name (``other_only``: for other.test alone)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(ca.cert_pem, ca.key_pem)
+    ctx.load_cert_chain(*((ca.other_cert_pem, ca.other_key_pem) if other_only else (ca.cert_pem, ca.key_pem)))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 

@@ -107,6 +107,15 @@ class ResponsesMock:
         return [EVENTS[0], {"type": "response.output_item.done", "output_index": 0, "item": call}, EVENTS[2]]
 
 
+def write_provider(home: Path, port: int) -> None:
+    """codex's config: the mock as its model provider (streamed HTTPS, no WebSocket)."""
+    (home / "config.toml").write_text(
+        'model_provider = "mock"\n[model_providers.mock]\nname = "mock"\n'
+        f'base_url = "https://secure.test:{port}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
+        "supports_websockets = false\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def codex(tmp_path_factory: pytest.TempPathFactory) -> Path:
     npm = shutil.which("npm")
@@ -169,11 +178,7 @@ def test_agent_codex_works_from_its_own_config_and_audit_names_what_it_was_denie
     sandboxed, and `boundary audit --last` lists exactly the hosts the run denied."""
     home = tmp_path / "codex-home"
     home.mkdir()
-    (home / "config.toml").write_text(
-        'model_provider = "mock"\n[model_providers.mock]\nname = "mock"\n'
-        f'base_url = "https://secure.test:{responses.port}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
-        "supports_websockets = false\n"
-    )
+    write_provider(home, responses.port)
     key = "sk-test-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
     r = boundary_run(
         tmp_path, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem),
@@ -208,11 +213,7 @@ def test_codex_runs_the_shell_command_the_model_asks_for(
     written outside it, and a host the policy does not allow is denied and audited."""
     home = tmp_path / "codex-home"
     home.mkdir()
-    (home / "config.toml").write_text(
-        'model_provider = "mock"\n[model_providers.mock]\nname = "mock"\n'
-        f'base_url = "https://secure.test:{responses.port}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n'
-        "supports_websockets = false\n"
-    )
+    write_provider(home, responses.port)
     responses.tool_command = (
         "echo made > made-by-codex.txt; touch $HOME/outside-$$ 2>/dev/null && echo wrote-outside; "
         f"curl -sS --max-time 20 https://other.test:{tls.port}/from-codex; echo curl=$?"

@@ -375,10 +375,7 @@ def test_a_host_header_cannot_take_the_value_elsewhere(
 @pytest.fixture(scope="module")
 def other_only(ca: CA) -> Iterator[Mock]:
     """HTTPS with a certificate for other.test alone."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(ca.other_cert_pem, ca.other_key_pem)
-    ctx.set_alpn_protocols(["http/1.1"])
-    m = Mock(ctx).start()
+    m = Mock(server_tls(ca, other_only=True)).start()
     yield m
     m.sock.close()
 
