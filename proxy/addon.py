@@ -188,8 +188,8 @@ class Enforcer:
         _set_fields(req.headers, swapped)
         if path != req.path:
             req.path = path
-        if self.secrets.bound(host) and req.headers.get("accept-encoding", "identity") != "identity":
-            req.headers["accept-encoding"] = "identity"  # an echo of the value must stay readable to be hidden
+        if self.secrets.bound(host):  # an echo of the value must stay readable to be hidden (no header: any coding)
+            req.headers["accept-encoding"] = "identity"
         return None
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -229,8 +229,10 @@ class Enforcer:
         d = flow.metadata.get("boundary")
         if isinstance(d, Decision) and self.secrets.bound(d.host):  # an echo of a value: the jail gets a placeholder
             resp = flow.response
-            coding = resp.headers.get("content-encoding", "identity").strip().lower()
-            if coding not in ("", "identity"):  # asked for identity; a compressed answer cannot be checked
+            codings = {c.strip().lower() for c in resp.headers.get("content-encoding", "").split(",")}
+            codings |= {c.strip().lower() for c in resp.headers.get("transfer-encoding", "").split(",")}
+            coding = ", ".join(sorted(codings - {"", "identity", "chunked"}))
+            if coding:  # asked for identity; a compressed answer (content or transfer coding) cannot be checked
                 why = f"the response is {coding}-encoded although boundary asked for none: it cannot be checked for "
                 why += "the values of the secrets bound to this host, so it is not passed on"
                 self.audit.decision(dataclasses.replace(d, allowed=False, rule=None, reason=why), event="request",

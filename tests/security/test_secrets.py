@@ -79,6 +79,11 @@ class Mock:
                     coding = b""
                     if path.startswith("/gzip"):  # compressed whatever the client asked for
                         out, coding = gzip.compress(out), b"Content-Encoding: gzip\r\n"
+                    if path.startswith("/te-gzip"):  # compressed as a transfer coding
+                        z = gzip.compress(out)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+                                     % (len(z), z))  # fmt: skip
+                        continue
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n"
                                  % (coding, len(out)) + out)  # fmt: skip
         except (OSError, ValueError, ssl.SSLError):
@@ -395,16 +400,22 @@ def test_the_upstream_must_prove_the_bound_name_not_the_clients_sni(
     assert not [g for g in other_only.got if g.path == "/sni"], (r.stdout, r.stderr)
 
 
+@pytest.mark.parametrize("path", ["/gzip", "/te-gzip"])
 @pytest.mark.parametrize("mode", MODES)
 def test_a_compressed_answer_from_the_bound_host_is_not_passed_on(
-    tmp_path: Path, ca: CA, mock: Mock, mode: str
+    tmp_path: Path, ca: CA, mock: Mock, mode: str, path: str
 ) -> None:
-    """The bound host echoes the swapped header gzip-compressed (although boundary asked for no compression): the
-    value cannot be found in it to hide it, so the answer does not reach the jail."""
+    """The bound host echoes the swapped header gzip-compressed (although boundary asked for no compression), as
+    a content coding or a transfer coding: the value cannot be found in it to hide it, so the answer does not
+    reach the jail (the jail's own gunzip of what it got finds no value either)."""
     value = new_value()
-    script = 'curl -sS --compressed --max-time 30 -H "Authorization: Bearer $MY_TOKEN" https://secure.test:$PORT/gzip'
+    unzip = f"{PY} -c 'import gzip, sys; sys.stdout.write(repr(gzip.decompress(sys.stdin.buffer.read())))'"
+    script = (
+        f'curl -sS --compressed --max-time 30 -H "Authorization: Bearer $MY_TOKEN" https://secure.test:$PORT{path}; '
+        f'curl -sS --max-time 30 -H "Authorization: Bearer $MY_TOKEN" https://secure.test:$PORT{path} | {unzip}'
+    )
     r = run(tmp_path, ca, mock, mode, script, value)
     assert value not in r.stdout
-    got = [g for g in mock.got if g.path == "/gzip"]
+    got = [g for g in mock.got if g.path == path]
     assert got[-1].headers.get("accept-encoding") == "identity"  # boundary asked for none
     assert [x for x in r.audit_records() if "gzip-encoded" in str(x["reason"])], r.stderr
