@@ -87,10 +87,11 @@ class _Pipe(asyncio.Protocol):
 
 
 async def relay(
-    client: socket.socket, upstream: socket.socket, *, first_up: bytes = b"", stats: RelayStats | None = None
-) -> RelayStats:
-    """Relay until both sides are closed; ``first_up`` is sent upstream before anything else. ``stats`` (counted
-    as the bytes pass) says how far it got even when the relay is cancelled."""
+    client: socket.socket, upstream: socket.socket, *, first_up: bytes = b"", first_down: bytes = b"",
+    stats: RelayStats | None = None,
+) -> RelayStats:  # fmt: skip
+    """Relay until both sides are closed; ``first_up`` / ``first_down`` are sent upstream / to the client before
+    anything else. ``stats`` (counted as the bytes pass) says how far it got even when the relay is cancelled."""
     loop = asyncio.get_running_loop()
     stats = RelayStats() if stats is None else stats
     done_up: asyncio.Future[None] = loop.create_future()
@@ -100,6 +101,9 @@ async def relay(
     if first_up:
         stats.bytes_up += len(first_up)
         down.send(first_up)
+    if first_down:
+        stats.bytes_down += len(first_down)
+        up.send(first_down)
     try:
         await loop.connect_accepted_socket(lambda: down, sock=upstream)
         await loop.connect_accepted_socket(lambda: up, sock=client)

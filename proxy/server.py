@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from . import httpfast
 from .audit import AuditSink
 from .denial import Pin, denial_body, http_response
 from .fastpath import RelayStats, relay
@@ -164,7 +165,8 @@ class ProxyServer:
         self.upstream = upstream
         self.audit = audit
         self.mitm_mode = mitm
-        self.mitm = MitmEngine(mitm_settings, policy, upstream, audit, secrets or SecretSet())
+        self.secrets = secrets or SecretSet()
+        self.mitm = MitmEngine(mitm_settings, policy, upstream, audit, self.secrets)
         self.names = names
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: list[asyncio.Task[None]] = []
@@ -254,24 +256,40 @@ class ProxyServer:
     ) -> None:
         """Connect to the decided name and relay; audit at the end."""
         t0 = time.monotonic()
+        what = f"CONNECT {d.host}:{d.port}" if reply else None  # explicit CONNECT: the client can still read an answer
+        upstream = await self._connect(conn, d, what, event="connection", scheme=scheme)
+        if upstream is None:
+            return
+        await self._relay(conn, upstream, d, first_up, scheme=scheme, reply=reply, t0=t0)
+
+    async def _connect(
+        self, conn: socket.socket, d: Decision, what: str | None, *, event: str, scheme: str
+    ) -> socket.socket | None:
+        """The upstream for ``d``; None when it cannot be reached or the address guard refuses it: audited, and
+        answered on ``conn`` (403 / 502, when ``what`` names the request) or just closed."""
         try:
             try:
-                upstream = await self.upstream.connect(d.host, d.port)
+                return await self.upstream.connect(d.host, d.port)
             except OSError as e:  # not even a socket for it (EMFILE, ENOBUFS): answered like a failed connect
                 raise UpstreamError(f"cannot connect to {d.host}:{d.port}: {e.strerror}") from e
         except UpstreamError as e:
             denied = Decision(
                 False, d.host, d.port, d.rule, e.reason, d.method, d.path, upstream_failed=not e.guard, guarded=e.guard
             )
-            if reply:  # explicit CONNECT: the client can still read an answer
+            if what is not None:
                 await self._deny_http(
-                    conn, denied, f"CONNECT {d.host}:{d.port}", event="connection", scheme=scheme,
+                    conn, denied, what, event=event, scheme=scheme,
                     status=(403, "Forbidden") if e.guard else (502, "Bad Gateway"),
                 )  # fmt: skip
             else:
-                self.audit.decision(denied, event="connection", scheme=scheme)
+                self.audit.decision(denied, event=event, scheme=scheme)
                 conn.close()
-            return
+            return None
+
+    async def _relay(
+        self, conn: socket.socket, upstream: socket.socket, d: Decision, first_up: bytes, *, scheme: str,
+        reply: bytes = b"", t0: float,
+    ) -> None:  # fmt: skip
         if reply:
             await asyncio.get_running_loop().sock_sendall(conn, reply)
         stats = RelayStats()
@@ -334,6 +352,9 @@ class ProxyServer:
                     conn, d, f"{head.method} http://{host}:{port}{target.path}", event="request", scheme="http"
                 )
                 return
+            if self._http_fast(verdict) and head.target[:7].lower() == "http://":
+                await httpfast.serve(conn, bytes(buf), _HttpHooks(self, None), explicit=True)
+                return
         if self.mitm_mode is MitmMode.NEVER and verdict is L4Verdict.INSPECT:
             d = self.policy.decide_connection(host, port)
             await self._deny_http(
@@ -362,8 +383,8 @@ class ProxyServer:
         if mapped is not None:
             verdict, _ = self.policy.l4(mapped, dst_port)
             if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
-                # the name is known: no need to wait for the client to speak (server-speaks-first works)
-                await self._pass(conn, self.policy.decide_connection(mapped, dst_port), b"", scheme="tcp")
+                # the name is known: connected at once, so a server that speaks first works
+                await self._pass_named(conn, mapped, dst_ip, dst_port)
                 return
         kind, name, head = await self._peek(conn, buf)
         if head is not None and (head.method == "CONNECT" or not head.target.startswith("/")):
@@ -390,6 +411,10 @@ class ProxyServer:
                 conn.close()  # denied TLS / TCP: closed after the ClientHello
             return
         if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
+            if kind == "http" and self._http_fast(verdict):  # each request decided on its own
+                hooks = _HttpHooks(self, (dst_ip, dst_port))
+                await httpfast.serve(conn, bytes(buf), hooks, explicit=False, pinned=mapped, port=dst_port)
+                return
             await self._pass(conn, self.policy.decide_connection(host, dst_port), bytes(buf), scheme=scheme)
             return
         if kind == "tcp":  # an L7 rule applies but there is nothing HTTP to inspect
@@ -397,6 +422,40 @@ class ProxyServer:
             conn.close()
             return
         await self.mitm.handoff(conn, bytes(buf), transparent=True, pin=Pin(host, dst_port), dst=(dst_ip, dst_port))
+
+    def _http_fast(self, verdict: L4Verdict) -> bool:
+        """Plain HTTP relayed without mitmproxy: the host needs no method/path rule, nothing asks for interception,
+        and no secret is bound (then mitmproxy looks at every plain request for a placeholder sent in the clear)."""
+        return verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS and not self.secrets
+
+    async def _pass_named(self, conn: socket.socket, name: str, dst_ip: str, port: int) -> None:
+        """A connection to the address the jail's DNS gave ``name``: connected at once; when the client speaks
+        first with plain HTTP, its requests are decided one by one (a Host of another name does not ride on this
+        upstream), else the bytes are relayed."""
+        d = self.policy.decide_connection(name, port)
+        t0 = time.monotonic()
+        upstream = await self._connect(conn, d, None, event="connection", scheme="tcp")
+        if upstream is None:
+            return
+        buf = bytearray()
+        try:
+            server_first = bool(self.secrets) or await _first_to_speak(conn, upstream) is upstream
+            kind, head = ("tcp", None) if server_first else (await self._peek(conn, buf))[::2]
+        except BaseException:  # the run ended (or the client vanished) before either spoke
+            upstream.close()
+            self.audit.decision(d, event="connection", scheme="tcp", duration_ms=(time.monotonic() - t0) * 1000)
+            raise
+        if kind != "http" or head is None:
+            await self._relay(conn, upstream, d, bytes(buf), scheme=kind, t0=t0)
+            return
+        if head.method == "CONNECT" or not head.target.startswith("/"):
+            upstream.close()
+            await self._explicit(conn, buf)
+            return
+        hooks = _HttpHooks(self, (dst_ip, port))
+        await httpfast.serve(
+            conn, bytes(buf), hooks, explicit=False, pinned=name, port=port, preconnected=(name, port, upstream)
+        )
 
     async def _peek(self, conn: socket.socket, buf: bytearray) -> tuple[str, str | None, RequestHead | None]:
         """Read the first bytes: ("tls", sni, None) | ("http", host, head) | ("tcp", None, None)."""
@@ -427,3 +486,60 @@ class ProxyServer:
             except TimeoutError:
                 break
         return "tcp", None, None
+
+
+async def _first_to_speak(a: socket.socket, b: socket.socket) -> socket.socket:
+    """Whichever of two sockets is readable first (data or EOF), nothing read."""
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[socket.socket] = loop.create_future()
+
+    def ready(s: socket.socket) -> None:
+        if not first.done():
+            first.set_result(s)
+
+    for s in (a, b):
+        loop.add_reader(s.fileno(), ready, s)
+    try:
+        return await first
+    finally:
+        for s in (a, b):
+            loop.remove_reader(s.fileno())
+
+
+class _HttpHooks:
+    """The proxy front's answers to the plain-HTTP fast path (:mod:`httpfast`): one per client connection;
+    ``dst`` is where a transparent connection was dialled (None: explicit)."""
+
+    def __init__(self, server: ProxyServer, dst: tuple[str, int] | None) -> None:
+        self.server = server
+        self.dst = dst
+
+    def decide(self, r: httpfast.Route, method: str) -> tuple[httpfast.Kind, Decision | None]:
+        sv, policy = self.server, self.server.policy
+        path = r.target.decode("ascii", "replace")
+        verdict, _ = policy.l4(r.host, r.port)
+        if verdict is L4Verdict.DENY:
+            return "deny", policy.decide_request(r.host, r.port, method, path)
+        if verdict is L4Verdict.INSPECT and sv.mitm_mode is MitmMode.NEVER:
+            return "deny", policy.decide_connection(r.host, r.port)
+        if not sv._http_fast(verdict):
+            return "inspect", None
+        return "pass", policy.decide_request(r.host, r.port, method, path)
+
+    async def connect(self, conn: socket.socket, d: Decision, what: str) -> socket.socket | None:
+        return await self.server._connect(conn, d, what, event="request", scheme="http")
+
+    async def deny(self, conn: socket.socket, d: Decision, what: str) -> None:
+        await self.server._deny_http(conn, d, what, event="request", scheme="http")
+
+    async def handoff(self, conn: socket.socket, raw: bytes, r: httpfast.Route) -> None:
+        if self.dst is None or r.absolute:
+            await self.server.mitm.handoff(conn, raw, transparent=False, pin=None, dst=None)
+        else:
+            await self.server.mitm.handoff(conn, raw, transparent=True, pin=Pin(r.host, r.port), dst=self.dst)
+
+    def done(self, d: Decision, *, up: int, down: int, ms: float, failed: str | None = None) -> None:
+        reason = d.reason if failed is None else f"{d.reason}; {failed}"
+        self.server.audit.decision(
+            d, event="request", scheme="http", bytes_up=up, bytes_down=down, duration_ms=ms, reason=reason
+        )

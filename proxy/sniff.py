@@ -218,10 +218,10 @@ def request_target(head: RequestHead, *, default_port: int = 80) -> Target:
         scheme = scheme.lower()
         if scheme not in ("http", "https", "ws", "wss"):
             raise ValueError(f"unsupported scheme {scheme!r}")
-        authority, slash, path = rest.partition("/")
-        authority = authority.rsplit("@", 1)[-1]
+        end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))  # RFC 3986: the authority ends here
+        authority, path = rest[:end].rsplit("@", 1)[-1], rest[end:].split("#", 1)[0]
         host, port = split_authority(authority, 443 if scheme in ("https", "wss") else 80)
-        return Target(host, port, slash + path or "/", False)
+        return Target(host, port, path if path.startswith("/") else "/" + path, False)
     if not t.startswith("/") and t != "*":
         raise ValueError(f"malformed request target {t[:80]!r}")
     host_header = head.header("host")

@@ -102,6 +102,7 @@ class Upstream:
     sse_gate: threading.Event = field(default_factory=threading.Event)
     connections: int = 0
     last_request_path: str = ""
+    hosts_seen: list[str] = field(default_factory=list)  # each request's Host header, in order
     ws_messages: list[bytes] = field(default_factory=list)
     _sock: socket.socket | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -147,6 +148,7 @@ class Upstream:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 self.last_request_path = path
+                self.hosts_seen.append(headers.get("host", ""))
                 if not self._route(conn, f, method, path, headers):
                     return
         except (OSError, ValueError, ssl.SSLError):

@@ -1,0 +1,51 @@
+"""Domain fronting over plain HTTP: a connection to an allowed name carrying a request whose Host names another
+site. Through an allowed server (a CDN, a shared front end) that request would reach the other site; boundary
+decides each request by its own Host, so it is refused and the allowed server never sees it. Both modes, with
+the request sent transparently (no proxy settings): in nsjail to the address the jail's DNS gave the allowed
+name, in landjail to the allowed name's address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Upstream, boundary_run
+
+pytestmark = pytest.mark.jail
+
+
+@pytest.fixture(scope="module")
+def front() -> Iterator[Upstream]:
+    u = Upstream().start()
+    yield u
+    u.stop()
+
+
+OPTS = {  # landjail: no proxy settings, the name resolved by the command (the supervisor sends it to boundary)
+    "nsjail": "-sS --max-time 30 -i",
+    "landjail": "-sS --max-time 30 -i --noproxy '*' --resolve one.test:{port}:127.0.0.1",
+}
+
+
+@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_a_fronted_request_never_reaches_the_allowed_server(
+    tmp_path: Path, front: Upstream, mode: str, keep_alive: bool
+) -> None:
+    tag = f"fronted-{mode}-{keep_alive}"
+    opts, url = OPTS[mode].format(port=front.port), f"http://one.test:{front.port}"
+    fronted = f"{opts} -H 'Host: nope.test:{front.port}' {url}/{tag}"
+    # keep-alive: an honest request first, the fronted one on the same connection (curl --next reuses it)
+    cmd = f"curl {opts} {url}/honest --next {fronted}" if keep_alive else f"curl {fronted}"
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, "--allow", "domain=one.test", "--allow-private", "--host-map",
+        "one.test=127.0.0.1", "--", "sh", "-c", cmd,
+    )  # fmt: skip
+    assert "HTTP/1.1 403" in r.stdout, (r.stdout, r.stderr)
+    assert "--allow domain=nope.test" in r.stdout
+    if keep_alive:
+        assert "hello from /honest" in r.stdout
+    assert not [h for h in front.hosts_seen if h.startswith("nope.test")]
+    assert front.last_request_path != f"/{tag}"
