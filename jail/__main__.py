@@ -1,3 +1,3 @@
-from jail.cli import main
+from jail.fastrun import main
 
 main()

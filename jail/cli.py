@@ -7,8 +7,6 @@ Exit codes: ``run`` passes COMMAND's status through (128+N for signal N);
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -18,6 +16,8 @@ import typer
 from . import __version__
 from .config import ConfigError, Flags, build_config
 from .errors import BoundaryError
+from .fastrun import Failed, execute, leave
+from .fastrun import setup_logging as _setup_logging
 
 EXIT_BOUNDARY = 125
 EXIT_BAD_INPUT = 2
@@ -67,36 +67,6 @@ def _root(
     ] = False,
 ) -> None:
     pass
-
-
-class _Format(logging.Formatter):
-    """``boundary: warning: message`` (with -vv, the module that said it too)."""
-
-    def __init__(self, verbose: int) -> None:
-        super().__init__()
-        self.verbose = verbose
-
-    def format(self, record: logging.LogRecord) -> str:
-        where = f"{record.name}: " if self.verbose >= 2 else ""
-        text = f"boundary: {record.levelname.lower()}: {where}{record.getMessage()}"
-        if record.exc_info and self.verbose >= 2:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
-    handler = logging.StreamHandler()
-    handler.setFormatter(_Format(verbose))
-    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
-
-
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, OSError):
-        from .errors import describe
-
-        return describe(e)
-    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _fail(msg: str, code: int) -> NoReturn:
@@ -230,25 +200,19 @@ def run(
     Exit status: COMMAND's own (128+N if it died of signal N); 125 when boundary itself fails;
     126/127 when COMMAND cannot be executed / is not found. Never runs COMMAND unconfined.
     """
-    from .runner import run_command
-
-    _setup_logging(verbose, quiet)
-    flags = Flags(
-        allow=allow, deny=deny, config=config, jail_type=jail_type, workspace=workspace, rw=rw, ro=ro, hide=hide,
-        tmpfs=tmpfs, audit_log=audit_log, mitm=mitm, upstream_proxy=upstream_proxy, upstream_ca=upstream_ca,
-        pids_limit=pids_limit, memory=memory, tmpfs_size=tmpfs_size, host_map=host_map,
-        allow_private=allow_private, no_bind=no_bind, allow_unix=allow_unix, env_deny=env_deny,
-        env_allow=env_allow, publish=publish, shim=shim, proxy_port=proxy_port, secret=secret,
-        learn=learn, preset=preset, agent=agent, nested_userns=nested_userns,
-    )  # fmt: skip
+    params = {
+        "allow": allow, "deny": deny, "config": config, "jail_type": jail_type, "workspace": workspace, "rw": rw,
+        "ro": ro, "hide": hide, "tmpfs": tmpfs, "audit_log": audit_log, "mitm": mitm, "upstream_proxy": upstream_proxy,
+        "upstream_ca": upstream_ca, "pids_limit": pids_limit, "memory": memory, "tmpfs_size": tmpfs_size,
+        "host_map": host_map, "allow_private": allow_private, "no_bind": no_bind, "allow_unix": allow_unix,
+        "env_deny": env_deny, "env_allow": env_allow, "publish": publish, "shim": shim, "proxy_port": proxy_port,
+        "secret": secret, "learn": learn, "preset": preset, "agent": agent, "nested_userns": nested_userns,
+        "verbose": verbose, "quiet": quiet,
+    }  # fmt: skip
     try:
-        cfg = build_config(flags)
-        status = run_command(cfg, command, quiet=quiet)
-    except (ConfigError, BoundaryError) as e:
+        status = execute(params, command)
+    except Failed as e:
         _fail(str(e), EXIT_BOUNDARY)
-    except Exception as e:  # boundary's own bug or an unforeseen failure: one line, never a traceback
-        logging.getLogger(__name__).debug("internal error", exc_info=True)
-        _fail(f"internal error: {_one_line(e)} (hint: -vv shows where)", EXIT_BOUNDARY)
     _COMMAND_STATUS.append(status)  # the command's own: passed through as it is, 2 included
     raise typer.Exit(status)
 
@@ -406,20 +370,8 @@ def main() -> None:
         sys.exit(130)
     code = code if isinstance(code, int) else 0
     if sub == "run":
-        _leave(code)
+        leave(code)
     sys.exit(code)
-
-
-def _leave(code: int) -> None:
-    """End ``run`` at once: its jail is closed, its files removed and its audit log closed by now; what is left is
-    the interpreter's own tear-down (tens of milliseconds of finalisers)."""
-    import os
-
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
 
 
 def _usage_message(e: Exception) -> str:

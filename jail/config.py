@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from proxy.rules import Action, Policy, Rule, parse_rule
 from proxy.secretswap import Secret
 from proxy.server import MitmMode
@@ -188,6 +186,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"failed to read config file {path}: {e.strerror}") from e
+    import yaml  # only when there is a file to read (a tenth of a run's start otherwise)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -248,8 +248,10 @@ async def serve(
                 headers.insert(0, (b"Host", f"{name}:{r.port}".encode()))
             out = h11.Request(method=ev.method, target=r.target, headers=[*headers, *fields])
             stats = _Stats()
-            switched = await _exchange(client, conn, up, out, stats)
-            hooks.done(d, up=stats.up, down=stats.down, ms=(time.monotonic() - t0) * 1000, failed=stats.failed)
+            try:
+                switched = await _exchange(client, conn, up, out, stats)
+            finally:  # at the end of the answer, or when the run ends with it still streaming: each one audited
+                hooks.done(d, up=stats.up, down=stats.down, ms=(time.monotonic() - t0) * 1000, failed=stats.failed)
             if switched:
                 handed = True
                 first_up, first_down = client.trailing_data[0], up.h11.trailing_data[0]

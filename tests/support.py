@@ -139,7 +139,7 @@ class Upstream:
                 line = f.readline(65536)
                 if not line:
                     return
-                method, path, _ = line.decode("latin-1").split(" ", 2)
+                method, path, version = line.decode("latin-1").split(" ", 2)
                 headers: dict[str, str] = {}
                 while True:
                     h = f.readline(65536)
@@ -151,6 +151,8 @@ class Upstream:
                 self.hosts_seen.append(headers.get("host", ""))
                 if not self._route(conn, f, method, path, headers):
                     return
+                if version.strip() == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+                    return  # HTTP/1.0 without keep-alive: the answer ends with the connection
         except (OSError, ValueError, ssl.SSLError):
             return
         finally:
