@@ -19,6 +19,7 @@ import enum
 import errno
 import logging
 import os
+import re
 import socket
 import struct
 import time
@@ -54,6 +55,8 @@ SHED_AFTER = 1.0  # out of descriptors this long: connections waiting in the bac
 WARN_EVERY = 10.0  # at most one warning about failed accepts this often
 FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
 SO_ORIGINAL_DST = 80
+# the start of an HTTP/1.x request line: bytes that begin so and do not parse are refused, not relayed
+_HTTP_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} [^\r\n ]+ HTTP/1\.[0-9]\r?\n")
 IP6T_SO_ORIGINAL_DST = 80
 
 
@@ -387,6 +390,9 @@ class ProxyServer:
                 await self._pass_named(conn, mapped, dst_ip, dst_port)
                 return
         kind, name, head = await self._peek(conn, buf)
+        if kind == "badhttp":
+            await self._bad_http(conn)
+            return
         if head is not None and (head.method == "CONNECT" or not head.target.startswith("/")):
             # a proxy-aware client dialled some proxy address (HTTPS_PROXY from the host): serve it as one
             await self._explicit(conn, buf)
@@ -423,6 +429,11 @@ class ProxyServer:
             return
         await self.mitm.handoff(conn, bytes(buf), transparent=True, pin=Pin(host, dst_port), dst=(dst_ip, dst_port))
 
+    async def _bad_http(self, conn: socket.socket) -> None:
+        """A request line that does not parse into a request (or a head too large): never relayed as bytes, where
+        the requests after it would go undecided."""
+        await self._send_and_close(conn, http_response(400, "Bad Request", "boundary: malformed HTTP request\n"))
+
     def _http_fast(self, verdict: L4Verdict) -> bool:
         """Plain HTTP relayed without mitmproxy: the host needs no method/path rule, nothing asks for interception,
         and no secret is bound (then mitmproxy looks at every plain request for a placeholder sent in the clear)."""
@@ -445,6 +456,10 @@ class ProxyServer:
             upstream.close()
             self.audit.decision(d, event="connection", scheme="tcp", duration_ms=(time.monotonic() - t0) * 1000)
             raise
+        if kind == "badhttp":
+            upstream.close()
+            await self._bad_http(conn)
+            return
         if kind != "http" or head is None:
             await self._relay(conn, upstream, d, bytes(buf), scheme=kind, t0=t0)
             return
@@ -476,7 +491,7 @@ class ProxyServer:
                         name = None
                     return "http", name, res.head
                 if res.status is Status.NO:
-                    return "tcp", None, None
+                    return ("badhttp" if _HTTP_START.match(buf) else "tcp"), None, None
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
@@ -485,7 +500,7 @@ class ProxyServer:
                     break
             except TimeoutError:
                 break
-        return "tcp", None, None
+        return ("badhttp" if _HTTP_START.match(buf) else "tcp"), None, None
 
 
 async def _first_to_speak(a: socket.socket, b: socket.socket) -> socket.socket:
