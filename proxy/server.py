@@ -55,8 +55,13 @@ SHED_AFTER = 1.0  # out of descriptors this long: connections waiting in the bac
 WARN_EVERY = 10.0  # at most one warning about failed accepts this often
 FD_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
 SO_ORIGINAL_DST = 80
-# the start of an HTTP/1.x request line: bytes that begin so and do not parse are refused, not relayed
-_HTTP_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} [^\r\n ]+ HTTP/1\.[0-9]\r?\n")
+# what an HTTP request line starts like, however malformed (a known method in any case, or an HTTP version on
+# the first line in any case): bytes that begin so and do not parse are refused, not relayed, since a lenient
+# server behind them would take the requests after them undecided
+_HTTP_START = re.compile(
+    rb"(?i)(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK|"
+    rb"SEARCH|REPORT|PURGE)[ \t]|[^\r\n]{0,8192}?[ \t]HTTP/[0-9]"
+)
 IP6T_SO_ORIGINAL_DST = 80
 
 

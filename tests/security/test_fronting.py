@@ -53,10 +53,9 @@ def test_a_fronted_request_never_reaches_the_allowed_server(
 
 MALFORMED_FIRST = (
     "import socket, sys\n"
-    "p = int(sys.argv[1])\n"
+    "p, first = int(sys.argv[1]), sys.argv[2].encode().decode('unicode_escape').encode()\n"
     "s = socket.create_connection(('one.test', p), timeout=30)\n"
-    "s.sendall(b'GET /first HTTP/1.1\\r\\nHost: one.test\\r\\nX-Foo : bar\\r\\n\\r\\n'\n"
-    "          b'GET /smuggled HTTP/1.1\\r\\nHost: nope.test\\r\\n\\r\\n')\n"
+    "s.sendall(first + b'GET /smuggled HTTP/1.1\\r\\nHost: nope.test\\r\\n\\r\\n')\n"
     "data = b''\n"
     "while chunk := s.recv(65536):\n"
     "    data += chunk\n"
@@ -64,14 +63,21 @@ MALFORMED_FIRST = (
 )
 
 
-def test_a_malformed_first_request_is_refused_not_relayed(tmp_path: Path, front: Upstream) -> None:
-    """nsjail, transparent: a first request that does not parse (a space before a header's colon) used to turn
-    the connection into a byte relay, carrying the requests after it (another Host) to the allowed server."""
+@pytest.mark.parametrize(
+    "first",
+    [
+        r"GET /first HTTP/1.1\r\nHost: one.test\r\nX-Foo : bar\r\n\r\n",  # a space before the colon
+        r"GET /first http/1.1\r\nHost: one.test\r\n\r\n",  # a lower-case version (a lenient server takes it)
+    ],
+)
+def test_a_malformed_first_request_is_refused_not_relayed(tmp_path: Path, front: Upstream, first: str) -> None:
+    """nsjail, transparent: a first request that does not parse used to turn the connection into a byte relay,
+    carrying the requests after it (another Host) to the allowed server, which took them."""
     import sys
 
     r = boundary_run(
         tmp_path, "--jail-type", "nsjail", "--allow", "domain=one.test", "--allow-private", "--host-map",
-        "one.test=127.0.0.1", "--", sys.executable, "-c", MALFORMED_FIRST, str(front.port),
+        "one.test=127.0.0.1", "--", sys.executable, "-c", MALFORMED_FIRST, str(front.port), first,
     )  # fmt: skip
     assert "HTTP/1.1 400" in r.stdout, (r.stdout, r.stderr)
     assert not [h for h in front.hosts_seen if h.startswith("nope.test")]
