@@ -259,16 +259,12 @@ class ProxyServer:
         self.audit.decision(d, event=event, scheme=scheme)
         await self._send_and_close(conn, http_response(*status, denial_body(d, what)))
 
-    async def _pass(
-        self, conn: socket.socket, d: Decision, first_up: bytes, *, scheme: str, reply: bytes = b""
-    ) -> None:
+    async def _pass(self, conn: socket.socket, d: Decision, first_up: bytes, *, scheme: str) -> None:
         """Connect to the decided name and relay; audit at the end."""
         t0 = time.monotonic()
-        what = f"CONNECT {d.host}:{d.port}" if reply else None  # explicit CONNECT: the client can still read an answer
-        upstream = await self._connect(conn, d, what, event="connection", scheme=scheme)
-        if upstream is None:
-            return
-        await self._relay(conn, upstream, d, first_up, scheme=scheme, reply=reply, t0=t0)
+        upstream = await self._connect(conn, d, None, event="connection", scheme=scheme)
+        if upstream is not None:
+            await self._relay(conn, upstream, d, first_up, scheme=scheme, t0=t0)
 
     async def _connect(
         self, conn: socket.socket, d: Decision, what: str | None, *, event: str, scheme: str
@@ -295,11 +291,8 @@ class ProxyServer:
             return None
 
     async def _relay(
-        self, conn: socket.socket, upstream: socket.socket, d: Decision, first_up: bytes, *, scheme: str,
-        reply: bytes = b"", t0: float,
-    ) -> None:  # fmt: skip
-        if reply:
-            await asyncio.get_running_loop().sock_sendall(conn, reply)
+        self, conn: socket.socket, upstream: socket.socket, d: Decision, first_up: bytes, *, scheme: str, t0: float
+    ) -> None:
         stats = RelayStats()
         try:
             await relay(conn, upstream, first_up=first_up, stats=stats)
@@ -347,11 +340,7 @@ class ProxyServer:
                 await self._deny_http(conn, d, f"CONNECT {host}:{port}", event="connection", scheme="connect")
                 return
             if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
-                d = self.policy.decide_connection(host, port)
-                await self._pass(
-                    conn, d, bytes(buf[head.length :]), scheme="connect",
-                    reply=b"HTTP/1.1 200 Connection established\r\n\r\n",
-                )  # fmt: skip
+                await self._pass_tunnel(conn, self.policy.decide_connection(host, port), bytes(buf[head.length :]))
                 return
         else:
             d = self.policy.decide_request(host, port, head.method, target.path)
@@ -445,36 +434,58 @@ class ProxyServer:
         return verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS and not self.secrets
 
     async def _pass_named(self, conn: socket.socket, name: str, dst_ip: str, port: int) -> None:
-        """A connection to the address the jail's DNS gave ``name``: connected at once; when the client speaks
-        first with plain HTTP, its requests are decided one by one (a Host of another name does not ride on this
-        upstream), else the bytes are relayed."""
+        """A connection to the address the jail's DNS gave ``name``: connected at once (a server that speaks first
+        works), then as :meth:`_by_first_speaker` says."""
         d = self.policy.decide_connection(name, port)
         t0 = time.monotonic()
         upstream = await self._connect(conn, d, None, event="connection", scheme="tcp")
+        if upstream is not None:
+            await self._by_first_speaker(conn, upstream, d, t0, bytearray(), dst=(dst_ip, port), tunnel=False)
+
+    async def _pass_tunnel(self, conn: socket.socket, d: Decision, first: bytes) -> None:
+        """An allowed CONNECT: answered once the upstream is connected, then as :meth:`_by_first_speaker` says (a
+        tunnel to a plain-HTTP port is not a way around deciding each request: landjail's shim makes one of every
+        connect a proxy-unaware program makes)."""
+        t0 = time.monotonic()
+        upstream = await self._connect(conn, d, f"CONNECT {d.host}:{d.port}", event="connection", scheme="connect")
         if upstream is None:
             return
-        buf = bytearray()
         try:
-            server_first = bool(self.secrets) or await _first_to_speak(conn, upstream) is upstream
-            kind, head = ("tcp", None) if server_first else (await self._peek(conn, buf))[::2]
+            await asyncio.get_running_loop().sock_sendall(conn, b"HTTP/1.1 200 Connection established\r\n\r\n")
+        except BaseException:
+            upstream.close()
+            raise
+        await self._by_first_speaker(conn, upstream, d, t0, bytearray(first), dst=(d.host, d.port), tunnel=True)
+
+    async def _by_first_speaker(
+        self, conn: socket.socket, upstream: socket.socket, d: Decision, t0: float, buf: bytearray, *,
+        dst: tuple[str, int], tunnel: bool,
+    ) -> None:  # fmt: skip
+        """A connection decided for ``d.host`` with its upstream open: when the client speaks first with plain
+        HTTP, its requests are decided one by one (a Host of another name does not ride on this upstream); bytes
+        that start like HTTP but do not parse are refused; anything else is relayed."""
+        scheme = "connect" if tunnel else "tcp"
+        try:
+            server_first = not buf and (bool(self.secrets) or await _first_to_speak(conn, upstream) is upstream)
+            kind, head = ("tcp", None) if server_first or self.secrets else (await self._peek(conn, buf))[::2]
         except BaseException:  # the run ended (or the client vanished) before either spoke
             upstream.close()
-            self.audit.decision(d, event="connection", scheme="tcp", duration_ms=(time.monotonic() - t0) * 1000)
+            self.audit.decision(d, event="connection", scheme=scheme, duration_ms=(time.monotonic() - t0) * 1000)
             raise
         if kind == "badhttp":
             upstream.close()
             await self._bad_http(conn)
             return
         if kind != "http" or head is None:
-            await self._relay(conn, upstream, d, bytes(buf), scheme=kind, t0=t0)
+            await self._relay(conn, upstream, d, bytes(buf), scheme=scheme if kind == "tcp" else kind, t0=t0)
             return
-        if head.method == "CONNECT" or not head.target.startswith("/"):
-            upstream.close()
+        if not tunnel and (head.method == "CONNECT" or not head.target.startswith("/")):
+            upstream.close()  # a proxy-aware client that dialled some proxy address: served as one
             await self._explicit(conn, buf)
             return
-        hooks = _HttpHooks(self, (dst_ip, port))
+        hooks = _HttpHooks(self, dst)
         await httpfast.serve(
-            conn, bytes(buf), hooks, explicit=False, pinned=name, port=port, preconnected=(name, port, upstream)
+            conn, bytes(buf), hooks, explicit=False, pinned=d.host, port=d.port, preconnected=(d.host, d.port, upstream)
         )
 
     async def _peek(self, conn: socket.socket, buf: bytearray) -> tuple[str, str | None, RequestHead | None]:
@@ -497,6 +508,8 @@ class ProxyServer:
                     return "http", name, res.head
                 if res.status is Status.NO:
                     return ("badhttp" if _HTTP_START.match(buf) else "tcp"), None, None
+                if b"\n" in buf and not _HTTP_START.match(buf):  # a first line that is no request line: not HTTP
+                    return "tcp", None, None
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break

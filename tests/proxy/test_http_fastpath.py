@@ -167,3 +167,30 @@ def test_each_request_is_audited(proxy, one: Upstream) -> None:  # type: ignore[
     mine = [r for r in proxy.audit_records() if str(r["path"]).startswith("/audited")]
     assert [r["scheme"] for r in mine] == ["http", "http"]
     assert all(int(str(r["bytes_down"])) > 0 for r in mine), json.dumps(mine)
+
+
+def tunnel(proxy: object, port: int) -> socket.socket:
+    s = connect(proxy)
+    s.sendall(f"CONNECT one.test:{port} HTTP/1.1\r\nHost: one.test:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return s
+
+
+def test_plain_http_inside_a_connect_tunnel_is_decided_per_request(proxy, one: Upstream) -> None:  # type: ignore[no-untyped-def]
+    """A CONNECT to an allowed host's plain-HTTP port is no way around the per-request decision (landjail's shim
+    makes such a tunnel of every connect a proxy-unaware program makes)."""
+    with tunnel(proxy, one.port) as s:
+        honest = exchange(s, f"GET /tunnelled HTTP/1.1\r\nHost: one.test:{one.port}\r\n\r\n".encode())
+        assert honest.endswith(b"hello from /tunnelled\n")
+        fronted = exchange(s, f"GET /tunnel-fronted HTTP/1.1\r\nHost: nope.test:{one.port}\r\n\r\n".encode())
+        assert fronted.startswith(b"HTTP/1.1 403"), fronted
+    with tunnel(proxy, one.port) as s:  # a host with a method rule: mitmproxy decides, at that request
+        ruled = exchange(s, f"DELETE /admin HTTP/1.1\r\nHost: ruled.test:{one.port}\r\n\r\n".encode())
+        assert ruled.startswith(b"HTTP/1.1 403"), ruled
+        ok = exchange(s, f"GET /ok/tunnel HTTP/1.1\r\nHost: ruled.test:{one.port}\r\n\r\n".encode())
+    assert ok.endswith(b"hello from /ok/tunnel\n"), ok
+    assert one.last_request_path != "/admin"
+    assert not [h for h in one.hosts_seen if h.startswith("nope.test")]

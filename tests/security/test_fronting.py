@@ -23,19 +23,23 @@ def front() -> Iterator[Upstream]:
     u.stop()
 
 
-OPTS = {  # landjail: no proxy settings, the name resolved by the command (the supervisor sends it to boundary)
+OPTS = {
     "nsjail": "-sS --max-time 30 -i",
+    # landjail, no proxy settings: the name resolved by the command (its connect goes to the transparent
+    # listener), or by the shim (which makes the connect a CONNECT tunnel through the proxy)
     "landjail": "-sS --max-time 30 -i --noproxy '*' --resolve one.test:{port}:127.0.0.1",
+    "landjail-shim": "-sS --max-time 30 -i --noproxy '*'",
 }
 
 
-@pytest.mark.parametrize("mode", ["nsjail", "landjail"])
+@pytest.mark.parametrize("case", list(OPTS))
 @pytest.mark.parametrize("keep_alive", [False, True])
 def test_a_fronted_request_never_reaches_the_allowed_server(
-    tmp_path: Path, front: Upstream, mode: str, keep_alive: bool
+    tmp_path: Path, front: Upstream, case: str, keep_alive: bool
 ) -> None:
-    tag = f"fronted-{mode}-{keep_alive}"
-    opts, url = OPTS[mode].format(port=front.port), f"http://one.test:{front.port}"
+    mode = case.split("-")[0]
+    tag = f"fronted-{case}-{keep_alive}"
+    opts, url = OPTS[case].format(port=front.port), f"http://one.test:{front.port}"
     fronted = f"{opts} -H 'Host: nope.test:{front.port}' {url}/{tag}"
     # keep-alive: an honest request first, the fronted one on the same connection (curl --next reuses it)
     cmd = f"curl {opts} {url}/honest --next {fronted}" if keep_alive else f"curl {fronted}"
