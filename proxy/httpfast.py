@@ -22,10 +22,12 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
 import h11
 
+from .denial import http_response
 from .fastpath import relay
 from .rules import Decision, normalize_host
 from .sniff import split_authority
@@ -206,7 +208,7 @@ async def serve(
                 ev = await _event(client, conn, raw)
             except h11.RemoteProtocolError as e:
                 if raw:
-                    await _answer(conn, client, e.error_status_hint, f"boundary: malformed request: {e}\n")
+                    await _answer(conn, e.error_status_hint, f"boundary: malformed request: {e}\n")
                 return
             if not isinstance(ev, h11.Request):  # ConnectionClosed
                 return
@@ -214,7 +216,7 @@ async def serve(
                 r = route(ev, explicit=explicit, pinned=pinned, port=port)
                 fields = framing(ev.headers)
             except BadRequest as e:
-                await _answer(conn, client, 400, f"boundary: {e}\n")
+                await _answer(conn, 400, f"boundary: {e}\n")
                 return
             method = ev.method.decode("ascii", "replace")
             kind, d = hooks.decide(r, method)
@@ -292,21 +294,19 @@ async def _exchange(
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(up.sock, up.h11.send(req) or b"")
     chunked_up = any(k == b"Transfer-Encoding" for k, _ in req.headers)
+    me = asyncio.current_task()
+    assert me is not None
     pump: asyncio.Task[None] | None = None
     ev = client.next_event()
     if isinstance(ev, h11.EndOfMessage):
         await loop.sock_sendall(up.sock, up.h11.send(h11.EndOfMessage()) or b"")
     else:
-        me = asyncio.current_task()
-        assert me is not None
         pump = asyncio.create_task(_pump_body(client, conn, up, ev, stats, chunked_up, me))
     try:
         return await _answer_upstream(client, conn, up, stats)
     except asyncio.CancelledError:
         if not stats.aborted:
             raise
-        me = asyncio.current_task()
-        assert me is not None
         me.uncancel()
         return False
     finally:
@@ -326,12 +326,12 @@ async def _answer_upstream(client: h11.Connection, conn: socket.socket, up: _Ups
         except h11.RemoteProtocolError as e:
             stats.failed = f"malformed answer: {e}"
             if not answered:
-                await _send(conn, _answer_bytes(client, 502, f"boundary: the upstream's answer was malformed: {e}\n"))
+                await _send(conn, _answer_bytes(502, f"boundary: the upstream's answer was malformed: {e}\n"))
             return False
         if isinstance(rev, h11.ConnectionClosed):
             stats.failed = "the upstream closed the connection"
             if not answered:
-                await _send(conn, _answer_bytes(client, 502, "boundary: the upstream closed the connection\n"))
+                await _send(conn, _answer_bytes(502, "boundary: the upstream closed the connection\n"))
             return False
         if isinstance(rev, h11.InformationalResponse):
             headers = outgoing_headers(rev.headers, authority=None, upgrade=rev.status_code == 101)
@@ -398,26 +398,12 @@ async def _send(conn: socket.socket, data: bytes | None) -> None:
         await asyncio.get_running_loop().sock_sendall(conn, data)
 
 
-def _answer_bytes(client: h11.Connection, status: int, body: str) -> bytes:
-    data = body.encode()
-    headers = [
-        (b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", str(len(data)).encode()),
-        (b"Connection", b"close"),
-    ]  # fmt: skip
-    try:
-        return (client.send(h11.Response(status_code=status, headers=headers)) or b"") + (
-            client.send(h11.Data(data=data)) or b""
-        )
-    except h11.LocalProtocolError:  # not at a point where an answer fits (the client sent garbage first)
-        reason = {400: "Bad Request", 502: "Bad Gateway"}.get(status, "Error")
-        return (
-            f"HTTP/1.1 {status} {reason}\r\n".encode()
-            + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
-            + (b"\r\n" + data)
-        )
+def _answer_bytes(status: int, body: str) -> bytes:
+    """boundary's own answer (400, 502): the connection closes after it, so h11's state no longer matters."""
+    return http_response(status, HTTPStatus(status).phrase, body)
 
 
-async def _answer(conn: socket.socket, client: h11.Connection, status: int, body: str) -> None:
+async def _answer(conn: socket.socket, status: int, body: str) -> None:
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(5):
-            await _send(conn, _answer_bytes(client, status, body))
+            await _send(conn, _answer_bytes(status, body))

@@ -465,9 +465,10 @@ class ProxyServer:
         HTTP, its requests are decided one by one (a Host of another name does not ride on this upstream); bytes
         that start like HTTP but do not parse are refused; anything else is relayed."""
         scheme = "connect" if tunnel else "tcp"
+        kind, head = "tcp", None  # with secrets bound, as before: relayed (see _http_fast)
         try:
-            server_first = not buf and (bool(self.secrets) or await _first_to_speak(conn, upstream) is upstream)
-            kind, head = ("tcp", None) if server_first or self.secrets else (await self._peek(conn, buf))[::2]
+            if not self.secrets and (buf or await _first_to_speak(conn, upstream) is conn):
+                kind, head = (await self._peek(conn, buf))[::2]
         except BaseException:  # the run ended (or the client vanished) before either spoke
             upstream.close()
             self.audit.decision(d, event="connection", scheme=scheme, duration_ms=(time.monotonic() - t0) * 1000)
