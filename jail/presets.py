@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +92,8 @@ def codex_home(env: Env) -> Path:
 def codex_hosts(env: Env) -> list[str]:
     """The model provider's host from codex's config (``model_provider`` and its ``base_url``), or
     OPENAI_BASE_URL's, or OpenAI's API and the ChatGPT sign-in hosts."""
+    import tomllib  # only for --agent codex
+
     try:
         cfg = tomllib.loads((codex_home(env) / "config.toml").read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):

@@ -76,7 +76,6 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
     """The jail for ``--jail-type``, prepared. auto: nsjail, or landjail where the host cannot give nsjail what it
     needs (a failure in one of nsjail.ENVIRONMENT_STEPS: the same steps `boundary doctor` tries)."""
     from .modes.landjail import LandJail
-    from .modes.nsjail import ENVIRONMENT_STEPS, NsJail
 
     with contextlib.suppress(OSError):  # boundary's own (hidden in the jail): made before the policy looks
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -114,6 +113,8 @@ def prepare_mode(config: Config, command: Sequence[str]) -> tuple[Jail, Listener
         _audit_out_of_reach(config, fs, "landjail")
         jail: Jail = LandJail(config, command, fs, {**env, NESTED_VAR: "landjail"}, tools)
         return jail, jail.prepare()
+    from .modes.nsjail import ENVIRONMENT_STEPS, NsJail  # (a landjail run never imports it)
+
     _audit_out_of_reach(config, fs, "nsjail")
     ns_env, tmp_files = tools.in_jail({**env, NESTED_VAR: "nsjail"}, NSJAIL_TOOL_DIR)
     ns_fs = dataclasses.replace(fs, read_only=(*fs.read_only, *_own_install_in_tmpfs()))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets as _random
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,10 +29,14 @@ MIN_LEN = 16  # shorter values cannot have a same-length placeholder that is bot
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
-def make_placeholder(length: int, choice: Callable[[str], str] = _random.choice) -> str:
+def make_placeholder(length: int, choice: Callable[[str], str] | None = None) -> str:
     """A random placeholder of exactly ``length`` characters (at least 8 of them random)."""
     if length < MIN_LEN:
         raise ValueError(f"a secret needs at least {MIN_LEN} characters (this one has {length})")
+    if choice is None:
+        import secrets  # (hmac, hashlib: only a run that binds secrets pays for them)
+
+        choice = secrets.choice
     prefix = PREFIX if length >= len(PREFIX) + 16 else SHORT_PREFIX
     return prefix + "".join(choice(_ALPHABET) for _ in range(length - len(prefix)))
 

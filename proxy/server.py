@@ -24,9 +24,8 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import httpfast
 from .audit import AuditSink
 from .denial import Pin, denial_body, http_response
 from .fastpath import RelayStats, relay
@@ -44,6 +43,9 @@ from .sniff import (
     split_authority,
 )
 from .upstream import Upstream, UpstreamError
+
+if TYPE_CHECKING:  # the plain-HTTP path (h11) is imported when a plain-HTTP connection first needs it
+    from . import httpfast
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +352,8 @@ class ProxyServer:
                 )
                 return
             if self._http_fast(verdict) and head.target[:7].lower() == "http://":
+                from . import httpfast
+
                 await httpfast.serve(conn, bytes(buf), _HttpHooks(self, None), explicit=True)
                 return
         if self.mitm_mode is MitmMode.NEVER and verdict is L4Verdict.INSPECT:
@@ -413,6 +417,8 @@ class ProxyServer:
         if verdict is L4Verdict.ALLOW and self.mitm_mode is not MitmMode.ALWAYS:
             if kind == "http" and self._http_fast(verdict):  # each request decided on its own
                 hooks = _HttpHooks(self, (dst_ip, dst_port))
+                from . import httpfast
+
                 await httpfast.serve(conn, bytes(buf), hooks, explicit=False, pinned=mapped, port=dst_port)
                 return
             await self._pass(conn, self.policy.decide_connection(host, dst_port), bytes(buf), scheme=scheme)
@@ -484,6 +490,8 @@ class ProxyServer:
             upstream.close()  # a proxy-aware client that dialled some proxy address: served as one
             await self._explicit(conn, buf)
             return
+        from . import httpfast
+
         hooks = _HttpHooks(self, dst)
         await httpfast.serve(
             conn, bytes(buf), hooks, explicit=False, pinned=d.host, port=d.port, preconnected=(d.host, d.port, upstream)
