@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import pty
@@ -414,14 +415,14 @@ class BannerEcho:
 
 
 def own_address() -> str | None:
-    """This machine's first non-loopback IPv4 address (traffic to it stays on the machine)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=socket.AF_INET):
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr and not addr.startswith("127."):
-                return str(addr)
+    """This machine's first non-loopback IPv4 address (traffic to it stays on the machine): the kernel's local
+    routes, where each address of the host is listed before "/32 host LOCAL"."""
+    lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    for prev, line in itertools.pairwise(lines):
+        if "/32 host LOCAL" in line:
+            addr = prev.split()[-1]
+            if not addr.startswith("127."):
+                return addr
     return None
 
 

@@ -173,7 +173,7 @@ def apply(rules: Rules, *, lock_dir: str, backends: Sequence[str]) -> str:
             try:
                 nftnl.apply(rules.netlink)
                 return name
-            except Exception as e:  # pyroute2's NetlinkError is no OSError: the next back end
+            except (OSError, KeyError) as e:  # refused (or an expression not known here): the next back end
                 errors.append(f"netlink: {getattr(e, 'strerror', None) or e}")
                 continue
         if name == "nft":

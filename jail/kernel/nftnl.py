@@ -1,4 +1,4 @@
-"""nf_tables rules over netlink, from Python (pyroute2's NFTables): nsjail's gateway and jail rule
+"""nf_tables rules over netlink, from Python (jail.kernel.netlink, one batch): nsjail's gateway and jail rule
 sets without the nft or iptables binaries, which a non-root user cannot install.
 
 The rule sets are plain data built by pure functions (one ``Table``: chains, each a list of rules,
@@ -11,8 +11,9 @@ Side effects: ``apply`` talks NETLINK_NETFILTER in the caller's network namespac
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
 from dataclasses import dataclass, field
+
+from . import netlink
 
 NFPROTO_INET = 1
 HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4}
@@ -150,16 +151,73 @@ def jail_table() -> Table:
     return Table("boundary", (out,))
 
 
-def apply(table: Table) -> None:
-    """Create ``table`` in the current network namespace. Raises OSError (pyroute2's NetlinkError is one)."""
-    from pyroute2.nftables.expressions import genex
-    from pyroute2.nftables.main import NFTables
+# each expression's attributes (linux/netfilter/nf_tables.h): all big-endian 32-bit integers but reject's ICMP
+# code (8 bits); "data" values are nested NFTA_DATA_VALUE / NFTA_DATA_VERDICT
+_EXPR_ATTRS: dict[str, dict[str, int]] = {
+    "meta": {"dreg": 1, "key": 2, "sreg": 3},
+    "cmp": {"sreg": 1, "op": 2, "data": 3},
+    "payload": {"dreg": 1, "base": 2, "offset": 3, "len": 4},
+    "ct": {"dreg": 1, "key": 2},
+    "bitwise": {"sreg": 1, "dreg": 2, "len": 3, "mask": 4, "xor": 5},
+    "immediate": {"dreg": 1, "data": 2},
+    "redir": {"reg_proto_min": 1, "reg_proto_max": 2, "flags": 3},
+    "reject": {"type": 1, "icmp_code": 2},
+}
+_U8 = {("reject", "icmp_code")}
+_DATA = {"NFTA_DATA_VALUE": 1, "NFTA_DATA_VERDICT": 2, "NFTA_VERDICT_CODE": 1}
+NFTA_TABLE_NAME = 1
+NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_POLICY, NFTA_CHAIN_TYPE = 1, 3, 4, 5, 7
+NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
+NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
+NFTA_LIST_ELEM, NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 1, 2
 
-    with NFTables(nfgen_family=NFPROTO_INET) as nft:
-        nft.table("add", name=table.name)
-        for c in table.chains:
-            nft.chain("add", table=table.name, name=c.name, hook=c.hook, type=c.kind, priority=c.priority,
-                      policy=NF_ACCEPT if c.accept else NF_DROP)  # fmt: skip
-            for rule in c.rules:
-                exprs = [[genex(e.name, OrderedDict(e.attrs))] for e in rule]
-                nft.rule("add", table=table.name, chain=c.name, expressions=exprs)
+
+def _encode_data(value: object) -> bytes:
+    """``{"attrs": [(name, bytes | int | nested)]}`` as nested attributes."""
+    assert isinstance(value, dict)
+    out = b""
+    for name, v in value["attrs"]:
+        if isinstance(v, bytes):
+            out += netlink.attr(_DATA[name], v)
+        elif isinstance(v, int):
+            out += netlink.attr(_DATA[name], netlink.be32(v))
+        else:
+            out += netlink.nested(_DATA[name], _encode_data(v))
+    return out
+
+
+def encode_expr(e: Expr) -> bytes:
+    """One expression as an NFTA_LIST_ELEM (raise KeyError for one this module does not know)."""
+    fields = b""
+    for key, value in e.attrs:
+        kind = _EXPR_ATTRS[e.name][key]
+        if isinstance(value, dict):
+            fields += netlink.nested(kind, _encode_data(value))
+        else:
+            assert isinstance(value, int)
+            fields += netlink.attr(kind, bytes([value]) if (e.name, key) in _U8 else netlink.be32(value))
+    return netlink.nested(NFTA_LIST_ELEM, netlink.attr(NFTA_EXPR_NAME, netlink.asciiz(e.name)),
+                          netlink.nested(NFTA_EXPR_DATA, fields))  # fmt: skip
+
+
+def messages(table: Table) -> list[tuple[int, int, bytes]]:
+    """The batch that creates ``table``: (nf_tables message type, flags, attributes)."""
+    name = netlink.asciiz(table.name)
+    out = [(netlink.NFT_MSG_NEWTABLE, netlink.NLM_F_CREATE, netlink.attr(NFTA_TABLE_NAME, name))]
+    for c in table.chains:
+        hook = netlink.nested(NFTA_CHAIN_HOOK, netlink.attr(NFTA_HOOK_HOOKNUM, netlink.be32(HOOKS[c.hook])),
+                              netlink.attr(NFTA_HOOK_PRIORITY, netlink.be32(c.priority)))  # fmt: skip
+        attrs = (netlink.attr(NFTA_CHAIN_TABLE, name) + netlink.attr(NFTA_CHAIN_NAME, netlink.asciiz(c.name)) + hook
+                 + netlink.attr(NFTA_CHAIN_POLICY, netlink.be32(NF_ACCEPT if c.accept else NF_DROP))
+                 + netlink.attr(NFTA_CHAIN_TYPE, netlink.asciiz(c.kind)))  # fmt: skip
+        out.append((netlink.NFT_MSG_NEWCHAIN, netlink.NLM_F_CREATE, attrs))
+        for rule in c.rules:
+            exprs = netlink.nested(NFTA_RULE_EXPRESSIONS, *(encode_expr(e) for e in rule))
+            attrs = netlink.attr(NFTA_RULE_TABLE, name) + netlink.attr(NFTA_RULE_CHAIN, netlink.asciiz(c.name))
+            out.append((netlink.NFT_MSG_NEWRULE, netlink.NLM_F_CREATE | netlink.NLM_F_APPEND, attrs + exprs))
+    return out
+
+
+def apply(table: Table) -> None:
+    """Create ``table`` in the current network namespace, in one transaction. Raises OSError."""
+    netlink.nft_batch(NFPROTO_INET, messages(table))

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 from .. import guard, quarantine, sockets
 from ..config import Config
 from ..errors import BoundaryError, describe
-from ..kernel import caps, channel, firewall, init, limits, mounts, netns, seccomp, sockdiag, syscalls, userns
+from ..kernel import caps, channel, firewall, init, limits, mounts, netlink, netns, seccomp, sockdiag, syscalls, userns
 from ..policy import FsPolicy
 from . import Listeners, exited
 
@@ -327,12 +327,12 @@ def _prepare_namespaces(
     jail_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     _step("create the gateway network namespace", lambda: syscalls.unshare(syscalls.CLONE_NEWNET), HINT_USERNS)
     gw_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    IPRoute = netns.iproute_class()  # only the setup child pays for the import
-
-    with IPRoute() as gw:
+    gw = _step("open rtnetlink in the gateway", lambda: netlink.Netlink(netlink.NETLINK_ROUTE))
+    with gw:
         _step("enter the jail network namespace", lambda: syscalls.setns(jail_fd, syscalls.CLONE_NEWNET))
-        with IPRoute() as jail:
-            _step("create the veth pair (pyroute2)", lambda: netns.configure(jail, gw, gw_fd, plan))
+        jail = _step("open rtnetlink in the jail", lambda: netlink.Netlink(netlink.NETLINK_ROUTE))
+        with jail:
+            _step("create the veth pair", lambda: netns.configure(jail, gw, gw_fd, plan))
     _step("enter the gateway network namespace", lambda: syscalls.setns(gw_fd, syscalls.CLONE_NEWNET))
     listeners: list[socket.socket] = _step("create the proxy's sockets in the gateway", lambda: _listeners(plan))
     gw_rules = firewall.gateway_rules(firewall.Plan(plan.gw_if, PROXY_PORT, DNS_PORT))

@@ -49,3 +49,28 @@ def _normal(text: str) -> list[str]:
 @pytest.mark.parametrize("which", ["gateway", "jail"])
 def test_netlink_rules_equal_the_nft_text(which: str) -> None:
     assert _normal(listed(which, "netlink")) == _normal(listed(which, "nft"))
+
+
+REFUSED = r"""
+import sys
+from jail.kernel import nftnl
+bad = nftnl.Table("boundary", (nftnl.Chain("input", "input", "filter", 0, False, (
+    (*nftnl.l4proto(6), *nftnl.accept()),
+    (nftnl.Expr("meta", (("key", 9999), ("dreg", 1))), *nftnl.accept()),
+)),))
+try:
+    nftnl.apply(bad)
+except OSError as e:
+    print("refused", e.errno)
+"""
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nft is not installed: nothing to list with")
+def test_a_refused_rule_fails_the_whole_batch_with_its_errno() -> None:
+    """One rule the kernel refuses: an OSError with the kernel's errno, and nothing of the batch stays."""
+    r = subprocess.run(["unshare", "-rn", "sh", "-c", f"\"{sys.executable}\" -c '{REFUSED}' && nft list ruleset"],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("refused "), r.stdout
+    assert int(r.stdout.split()[1]) > 0
+    assert "table" not in r.stdout  # the table and the good rule were not committed either
