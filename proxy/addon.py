@@ -150,7 +150,7 @@ class Enforcer:
         if named and named != host:  # pinned: the connection's name; else the absolute-form URL's
             what = "the connection's name" if pin is not None else "the URL's host"
             d = Decision(False, named, port, None, f"Host {named!r} differs from {what} {host!r}", req.method,
-                         req.path)  # fmt: skip
+                         req.path.split("?", 1)[0])  # fmt: skip
         else:
             d = self.policy.decide_request(host, port, req.method, req.path)
         flow.metadata["boundary"] = d
@@ -209,7 +209,9 @@ class Enforcer:
         before anything is sent upstream. The body: the part with the secret is never sent, the upstream
         connection is cut (the request stays incomplete there) and the client sees it fail."""
         d = flow.metadata["boundary"]
-        denied = Decision(False, d.host, d.port, None, leak.reason(), d.method, d.path, secret=leak.secret.name)
+        denied = Decision(
+            False, d.host, d.port, None, leak.reason(), d.method, d.path, secret=leak.secret.name, raw_path=d.raw_path
+        )
         flow.metadata["boundary_done"] = True
         self.audit.decision(denied, event="secret_leak", scheme=flow.request.scheme)
         if answer is not None:
@@ -309,7 +311,9 @@ class Enforcer:
             if leaks:
                 msg.drop()
                 why = leaks[0].reason().replace("the body", "a WebSocket message")
-                denied = Decision(False, d.host, d.port, None, why, d.method, d.path, secret=leaks[0].secret.name)
+                denied = Decision(
+                    False, d.host, d.port, None, why, d.method, d.path, secret=leaks[0].secret.name, raw_path=d.raw_path
+                )
                 self.audit.decision(denied, event="secret_leak", scheme="wss" if tls else "ws")
             elif out != msg.content:
                 msg.content = out

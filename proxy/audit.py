@@ -111,6 +111,8 @@ class AuditSink:
             "mode": self.mode,
             "run_id": self.run_id,
         }
+        if d.raw_path is not None:  # as sent, beside the decided form (both without the query)
+            rec["raw_path"] = d.raw_path
         if d.secret is not None:  # the name only, never a value
             rec["secret"] = d.secret
         if (not d.allowed or d.learned) and (hint := d.suggestion()):

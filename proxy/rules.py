@@ -397,6 +397,7 @@ class Decision:
     guarded: bool = False  # allowed by the rules, but the name resolves to a private address (--allow-private)
     secret: str | None = None  # denied because it carried this secret where it must not go (event secret_leak)
     learned: bool = False  # --learn: no allow rule matches, allowed anyway and recorded
+    raw_path: str | None = None  # the path as the request spelled it, where that differs from ``path`` (decoded)
 
     def learn(self) -> Decision:
         """This denial, allowed as --learn does (a deny rule's denial, a leak or a guard stays as it is)."""
@@ -423,7 +424,7 @@ class Decision:
     def suggested_rule(self) -> str:
         """The allow rule that would let this through (the host; its method and path when an allow rule names
         the host but not them)."""
-        parts = [f"domain={self.host}"]
+        parts = [f"domain=[{self.host}]" if ":" in self.host else f"domain={self.host}"]  # README's IPv6 form
         if self.l7_miss and self.method is not None:
             parts.append(f"method={self.method.upper()}")
             if self.path is not None:
@@ -500,19 +501,23 @@ class Policy:
 
     def _decide_request(self, host: str, port: int, method: str, path: str) -> Decision:
         method = method.upper()
+        raw = path.split("?", 1)[0].split("#", 1)[0]  # (never the query: it may hold a token)
         try:
             segments = _decode_segments(path)
         except UnicodeDecodeError:
-            return Decision(False, host, port, None, "undecodable percent-encoding in path", method, path)
+            return Decision(False, host, port, None, "undecodable percent-encoding in path", method, raw)
         shown = "/" + "/".join(segments)
-        if segments and path.split("?", 1)[0].split("#", 1)[0].endswith("/"):
+        if segments and raw.endswith("/"):
             shown += "/"  # as asked: /simple/ is not /simple to the server (matching ignores it)
+        # the decided form hides what was sent (a segment '..%2fx' shows as '../x'): the request's own with it
+        as_sent = raw if raw != shown else None
         for r in self._deny:
             if r.matches_l4(host, port) and r.matches_l7(method, segments):
-                return Decision(False, host, port, r, "matched a deny rule", method, shown)
+                return Decision(False, host, port, r, "matched a deny rule", method, shown, raw_path=as_sent)
         for r in self._allow:
             if r.matches_l4(host, port) and r.matches_l7(method, segments):
-                return Decision(True, host, port, r, "allowed by rule", method, shown)
+                return Decision(True, host, port, r, "allowed by rule", method, shown, raw_path=as_sent)
         l7_miss = any(r.matches_l4(host, port) for r in self._allow)
         dot = None if l7_miss else self._dot_form(host)
-        return Decision(False, host, port, None, "no allow rule matches", method, shown, l7_miss, dot)
+        return Decision(False, host, port, None, "no allow rule matches", method, shown, l7_miss, dot,
+                        raw_path=as_sent)  # fmt: skip

@@ -280,7 +280,16 @@ class ProxyServer:
                 raise UpstreamError(f"cannot connect to {d.host}:{d.port}: {e.strerror}") from e
         except UpstreamError as e:
             denied = Decision(
-                False, d.host, d.port, d.rule, e.reason, d.method, d.path, upstream_failed=not e.guard, guarded=e.guard
+                False,
+                d.host,
+                d.port,
+                d.rule,
+                e.reason,
+                d.method,
+                d.path,
+                upstream_failed=not e.guard,
+                guarded=e.guard,
+                raw_path=d.raw_path,
             )
             if what is not None:
                 await self._deny_http(

@@ -127,6 +127,10 @@ def test_intercepted_path_rules(proxy, tls: Upstream) -> None:  # type: ignore[n
     assert "deny rules win" in body
     # a percent-encoded dot segment does not escape the allowed prefix
     assert fetch("-x", proxy.url, *ca_args, "--path-as-is", f"{base}/ok/%2e%2e/admin")[0] == 403
+    # the audit says what was sent beside what was decided (the encoded slash is one segment, not a climb)
+    assert fetch("-x", proxy.url, *ca_args, "--path-as-is", f"{base}/ok/..%2fadmin?tok=x")[0] == 200
+    rec = proxy.wait_audit(lambda r: r.get("raw_path") == "/ok/..%2fadmin")[-1]
+    assert (rec["path"], rec["decision"]) == ("/ok/../admin", "allow")
     # HTTP/1.1 too (curl picks h2 by ALPN otherwise)
     assert fetch("-x", proxy.url, *ca_args, "--http1.1", f"{base}/ok/c") == (200, "hello from /ok/c\n")
 
@@ -249,7 +253,7 @@ def test_audit_lines_are_json_with_documented_fields(proxy, plain: Upstream) -> 
     lines = proxy.audit.read_text().splitlines()
     for line in lines:
         rec = json.loads(line)
-        assert set(rec) - {"hint"} == AUDIT_FIELDS  # hint: on a denial a rule could change (documented)
+        assert set(rec) - {"hint", "raw_path"} == AUDIT_FIELDS  # hint, raw_path: when they apply (documented)
         assert ("hint" in rec) == (rec["decision"] == "deny")
         assert rec["decision"] in ("allow", "deny")
         assert rec["event"] in ("request", "connection")

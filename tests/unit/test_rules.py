@@ -327,3 +327,41 @@ def test_the_decided_path_keeps_its_trailing_slash(path: str, shown: str) -> Non
 
     d = Policy(()).decide_request("a.test", 443, "GET", path)
     assert d.path == shown
+
+
+@pytest.mark.parametrize(
+    ("path", "shown", "as_sent"),
+    [
+        ("/public/..%2fadmin", "/public/../admin", "/public/..%2fadmin"),  # one segment '../admin', not a climb
+        ("/public/../admin", "/admin", "/public/../admin"),
+        ("/a/./b/?q=1", "/a/b/", "/a/./b/"),
+        ("/a%20b?token=SECRET", "/a b", "/a%20b"),
+        ("/simple?token=SECRET#frag", "/simple", None),  # the same as decided: nothing more to say
+        ("/bad%ff?token=SECRET", "/bad%ff", None),  # undecodable: the request's own path, still no query
+    ],
+)
+def test_a_decided_path_keeps_the_request_s_own_spelling_but_never_its_query(
+    path: str, shown: str, as_sent: str | None
+) -> None:
+    from proxy.rules import Policy
+
+    for policy in (Policy(()), Policy.from_strings(["domain=a.test path=/public/*"])):
+        d = policy.decide_request("a.test", 443, "GET", path)
+        assert (d.path, d.raw_path) == (shown, as_sent)
+        assert "SECRET" not in repr((d.path, d.raw_path, d.suggestion()))
+
+
+@pytest.mark.parametrize(
+    ("host", "want"),
+    [
+        ("::1", "--allow 'domain=[::1]'"),
+        ("fd00::2", "--allow 'domain=[fd00::2]'"),
+        ("10.1.2.3", "--allow domain=10.1.2.3"),
+    ],
+)
+def test_an_ipv6_literal_is_suggested_in_brackets_and_the_suggestion_parses_back(host: str, want: str) -> None:
+    from proxy.rules import Policy, parse_rule
+
+    d = Policy(()).decide_connection(host, 8080)
+    assert d.suggestion() == want
+    assert parse_rule(d.suggested_rule()).hosts.matches(host)
