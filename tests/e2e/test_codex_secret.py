@@ -15,6 +15,7 @@ import ssl
 import string
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,14 +206,22 @@ def test_agent_codex_works_from_its_own_config_and_audit_names_what_it_was_denie
 
 @pytest.mark.parametrize("mode", MODES)
 def test_codex_runs_the_shell_command_the_model_asks_for(
-    tmp_path: Path, ca: CA, codex: Path, responses: ResponsesMock, tls: Upstream, mode: str
+    tmp_path: Path,
+    ca: CA,
+    codex: Path,
+    responses: ResponsesMock,
+    tls: Upstream,
+    mode: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """--agent codex: the mock model asks for one shell command. In nsjail (--nested-userns implied) it runs in
     codex's own workspace-write sandbox (bubblewrap) inside boundary's; in landjail codex is told it is
     externally sandboxed and it runs in boundary's jail. Either way a file appears in the workspace, nothing is
     written outside it, and a host the policy does not allow is denied and audited."""
-    home = tmp_path / "codex-home"
-    home.mkdir()
+    # not under /tmp: there codex refuses to make its helper aliases (codex-linux-sandbox on PATH), and a system
+    # bubblewrap, which codex prefers to its own, then cannot start the command (a user's ~/.codex is elsewhere)
+    home = Path(tempfile.mkdtemp(prefix="boundary-codex-home-", dir="/var/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
     write_provider(home, responses.port)
     responses.tool_command = (
         "echo made > made-by-codex.txt; touch $HOME/outside-$$ 2>/dev/null && echo wrote-outside; "
@@ -225,7 +234,8 @@ def test_codex_runs_the_shell_command_the_model_asks_for(
         r = boundary_run(
             tmp_path, "--jail-type", mode, "--allow-private", "--upstream-ca", str(ca.ca_pem), "--host-map",
             "secure.test=127.0.0.1", "--host-map", "other.test=127.0.0.1", "--agent", "codex",
-            "--secret", "OPENAI_API_KEY=secure.test", "--rw", str(codex.parents[2]), "--workspace", str(tmp_path),
+            "--secret", "OPENAI_API_KEY=secure.test", "--rw", str(codex.parents[2]), "--rw", str(home),
+            "--workspace", str(tmp_path),
             "--", str(codex), "exec", *(own_sandbox if mode == "nsjail" else []), "--skip-git-repo-check",
             "make a file",
             env={"OPENAI_API_KEY": "sk-test-" + "x" * 40, "CODEX_HOME": str(home),
