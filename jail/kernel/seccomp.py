@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from typing import Any
 
 import pyseccomp as sc
 
@@ -53,6 +54,13 @@ MOUNT_CALLS = ("mount", "umount2", "pivot_root", "setns", "open_tree", "move_mou
                "mount_setattr")  # fmt: skip
 
 
+def _eq(arg: int, value: int) -> Any:
+    """Argument ``arg`` equals ``value`` as the kernel reads it: a 32-bit int (family, level, option, command). seccomp
+    sees the whole 64-bit register, whose upper half the kernel drops: a plain comparison missed
+    ``socket(AF_VSOCK | 1 << 32)`` (outside review)."""
+    return sc.Arg(arg, sc.MASKED_EQ, 0xFFFFFFFF, value)
+
+
 def build(*, network: bool, udp: bool = False, namespaces: bool = False) -> sc.SyscallFilter:
     """``network``: the landjail socket rules too (nsjail's network namespace already confines sockets);
     ``udp``: UDP sockets may be made (the socket supervisor routes them); ``namespaces`` (nsjail's
@@ -67,14 +75,14 @@ def build(*, network: bool, udp: bool = False, namespaces: bool = False) -> sc.S
 
 def _common(f: sc.SyscallFilter, *, namespaces: bool = False) -> None:
     for req in (TIOCSTI, TIOCLINUX, FIOSETOWN, SIOCSPGRP):
-        f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
+        f.add_rule(sc.ERRNO(errno.EPERM), "ioctl", _eq(1, req))
     # SIGIO to a process group (F_SETOWN with a negative id, F_SETOWN_EX) would reach boundary, which shares the
     # command's process group (the terminal's); the command's own processes remain allowed
-    f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETOWN), sc.Arg(2, sc.MASKED_EQ, 1 << 31, 1 << 31))
-    f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", sc.Arg(1, sc.EQ, F_SETOWN_EX))
+    f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", _eq(1, F_SETOWN), sc.Arg(2, sc.MASKED_EQ, 1 << 31, 1 << 31))
+    f.add_rule(sc.ERRNO(errno.EPERM), "fcntl", _eq(1, F_SETOWN_EX))
     for name in FORBIDDEN_CALLS:
         f.add_rule(sc.ERRNO(errno.ENOSYS if name.startswith("io_uring") else errno.EPERM), name)
-    f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, AF_VSOCK))
+    f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", _eq(0, AF_VSOCK))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # flags sit in a struct seccomp cannot read: libc falls back to clone
     if namespaces:
         return
@@ -115,31 +123,31 @@ def _sockets(f: sc.SyscallFilter, *, udp: bool) -> None:
     deny = sc.ERRNO(errno.EACCES)
     for fam in range(MAX_FAMILY):
         if fam not in ALLOWED_FAMILIES:
-            f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, fam))
+            f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", _eq(0, fam))
     f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GE, MAX_FAMILY))
     bad_types = [t for t in BAD_SOCK_TYPES if not (udp and t == socket.SOCK_DGRAM)]
     for fam in (socket.AF_INET, socket.AF_INET6):
         for t in bad_types:
-            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, t))
+            f.add_rule(deny, "socket", _eq(0, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, t))
         # protocol 0 (the type's default) and TCP; UDP (17) only as a datagram socket, when it is routed
         for proto in (*range(1, socket.IPPROTO_TCP), *range(socket.IPPROTO_TCP + 1, socket.IPPROTO_UDP)):
-            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.EQ, proto))
-        f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.GT, socket.IPPROTO_UDP))
-        f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, socket.SOCK_STREAM),
-                   sc.Arg(2, sc.EQ, socket.IPPROTO_UDP))  # fmt: skip
+            f.add_rule(deny, "socket", _eq(0, fam), _eq(2, proto))
+        f.add_rule(deny, "socket", _eq(0, fam), sc.Arg(2, sc.GT, socket.IPPROTO_UDP))
+        f.add_rule(deny, "socket", _eq(0, fam), sc.Arg(1, sc.MASKED_EQ, 0xF, socket.SOCK_STREAM),
+                   _eq(2, socket.IPPROTO_UDP))  # fmt: skip
         if not udp:
-            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, fam), sc.Arg(2, sc.EQ, socket.IPPROTO_UDP))
+            f.add_rule(deny, "socket", _eq(0, fam), _eq(2, socket.IPPROTO_UDP))
     f.add_rule(deny, "sendto", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "sendmsg", sc.Arg(2, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
     f.add_rule(deny, "sendmmsg", sc.Arg(3, sc.MASKED_EQ, MSG_FASTOPEN, MSG_FASTOPEN))
-    f.add_rule(deny, "setsockopt", sc.Arg(1, sc.EQ, socket.IPPROTO_TCP), sc.Arg(2, sc.EQ, TCP_FASTOPEN_CONNECT))
+    f.add_rule(deny, "setsockopt", _eq(1, socket.IPPROTO_TCP), _eq(2, TCP_FASTOPEN_CONNECT))
     # a socket sharing a port with one of the user's servers outside (same uid) would take over its connections
     for opt in (SO_REUSEPORT, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF):
-        f.add_rule(sc.ERRNO(errno.EPERM), "setsockopt", sc.Arg(1, sc.EQ, socket.SOL_SOCKET), sc.Arg(2, sc.EQ, opt))
+        f.add_rule(sc.ERRNO(errno.EPERM), "setsockopt", _eq(1, socket.SOL_SOCKET), _eq(2, opt))
     for proto in range(NETLINK_MAX):
         if proto not in NETLINK_ALLOWED:
-            f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, socket.AF_NETLINK), sc.Arg(2, sc.EQ, proto))
-    f.add_rule(deny, "socket", sc.Arg(0, sc.EQ, socket.AF_NETLINK), sc.Arg(2, sc.GE, NETLINK_MAX))
+            f.add_rule(deny, "socket", _eq(0, socket.AF_NETLINK), _eq(2, proto))
+    f.add_rule(deny, "socket", _eq(0, socket.AF_NETLINK), sc.Arg(2, sc.GE, NETLINK_MAX))
 
 
 def load(*, network: bool, udp: bool = False, namespaces: bool = False) -> None:
