@@ -72,7 +72,9 @@ class Enforcer:
         on_running: Callable[[], None],
         secrets: SecretSet | None = None,
         abort: Callable[[http.HTTPFlow], None] | None = None,
+        cut: Callable[[tcp.TCPFlow], None] | None = None,
     ) -> None:
+        """``abort``: cut a flow's upstream connection at once; ``cut``: both of its connections."""
         self.policy = policy
         self.upstream = upstream
         self.audit = audit
@@ -80,6 +82,8 @@ class Enforcer:
         self._on_running = on_running
         self.secrets = secrets or SecretSet()
         self._abort = abort
+        self._cut = cut
+        self._refused: set[str] = set()  # client connections whose bytes were no HTTP, on a host decided at L7
 
     def running(self) -> None:
         self._on_running()
@@ -113,7 +117,7 @@ class Enforcer:
         except ValueError as e:
             data.server.error = f"boundary: bad upstream host: {e}"
             return
-        if self.policy.l4(host, port)[0] is L4Verdict.DENY:
+        if self.policy.l4(host, port)[0] is L4Verdict.DENY or data.client.id in self._refused:
             data.server.error = f"boundary: {host}:{port} is not allowed"
             return
         if self.upstream.proxy is not None:
@@ -131,6 +135,33 @@ class Enforcer:
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.pins.pop(client.id, None)
+        self._refused.discard(client.id)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        """Bytes mitmproxy cannot read as HTTP become a TCP relay. On a host decided request by request (a
+        method/path rule, a bound secret) such a relay would carry whatever follows them past the rules (a CRLF
+        before a request line, which lenient servers skip, was enough): it is decided as an opaque connection,
+        which such a host is refused, and cut before anything reaches the upstream."""
+        pin = self.pins.get(flow.client_conn.id)
+        address = flow.server_conn.address
+        if pin is not None:
+            host, port = pin.host, pin.port
+        elif address is not None:
+            host, port = str(address[0]), int(address[1])
+        else:
+            host, port = "", 0
+        try:
+            d = self.policy.decide_connection(normalize_host(host), port)
+        except ValueError:
+            d = Decision(False, host, port, None, "no host to decide on")
+        if d.allowed:
+            return
+        self._refused.add(flow.client_conn.id)
+        flow.metadata["boundary_refused"] = True
+        reason = f"its bytes are not HTTP (nothing to decide per request on): {d.reason}"
+        self.audit.decision(dataclasses.replace(d, reason=reason), event="connection", scheme="tcp")
+        if self._cut is not None:
+            self._cut(flow)
 
     # -- request level -------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -319,6 +350,11 @@ class Enforcer:
                 msg.content = out
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        if flow.metadata.get("boundary_refused"):  # whatever arrived before the cut took effect: never passed on
+            flow.messages[-1].content = b""
+            if self._cut is not None:
+                self._cut(flow)
+            return
         if len(flow.messages) > 1:
             del flow.messages[:-1]
 

@@ -177,7 +177,9 @@ class MitmEngine:
             ps,
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
-            Enforcer(self.policy, self.upstream, self.audit, self.pins, self._ready.set, self.secrets, self._abort),
+            Enforcer(
+                self.policy, self.upstream, self.audit, self.pins, self._ready.set, self.secrets, self._abort, self._cut
+            ),
         )
         opts.update(
             connection_strategy="lazy",
@@ -250,14 +252,19 @@ class MitmEngine:
             self.pins.pop(ctx.client.id, None)
             self._handlers.pop(ctx.client.id, None)
 
-    def _abort(self, flow: Any) -> None:
-        """Cut a flow's upstream connection at once: what is still queued for it is dropped, and nothing more
-        is written to it (mitmproxy writes only to a transport that is not closing)."""
+    def _abort(self, flow: Any, *, client_too: bool = False) -> None:
+        """Cut a flow's upstream connection at once (``client_too``: and the client's): what is still queued for
+        it is dropped, and nothing more is written to it (mitmproxy writes only to a transport that is not
+        closing)."""
         handler = self._handlers.get(flow.client_conn.id)
-        io = handler.transports.get(flow.server_conn) if handler is not None else None
-        writer = getattr(io, "writer", None)
-        if writer is not None:
-            writer.transport.abort()
+        for conn in (flow.server_conn, flow.client_conn) if client_too else (flow.server_conn,):
+            io = handler.transports.get(conn) if handler is not None else None
+            writer = getattr(io, "writer", None)
+            if writer is not None:
+                writer.transport.abort()
+
+    def _cut(self, flow: Any) -> None:
+        self._abort(flow, client_too=True)
 
     async def close(self) -> None:
         if self._early is not None and not self._early.done():

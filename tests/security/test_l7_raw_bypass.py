@@ -1,0 +1,164 @@
+"""A host with a method/path rule is decided request by request, so a connection to it that mitmproxy cannot read
+as HTTP must not become a byte relay: bytes ahead of the request line (a CRLF, which RFC 9112 lets servers skip,
+a space, a NUL) once made mitmproxy relay everything after them as TCP, and a lenient server took the request
+that followed, whatever the rules said (outside review). Tried through a CONNECT tunnel (plain and TLS, as
+proxy-aware clients and landjail's shim send them) and transparently in nsjail (TLS), against a server that
+skips leading junk the way Node does."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import CA, boundary_proxy, boundary_run, serve_loopback, server_tls, wait_for
+
+RULE = "domain=plain.test path=/public/* method=GET"
+PREFIXES = {"crlf": b"\r\n", "space": b" ", "nul": b"\x00"}
+
+
+class Lenient:
+    """Skips whatever precedes a request line (as many servers skip leading CRLFs) and answers any request; records
+    the request lines it took."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.seen: list[str] = []
+        self.sock = serve_loopback(self._serve)
+        self.port = self.sock.getsockname()[1]
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(30)
+        try:
+            conn = self.tls.wrap_socket(raw, server_side=True) if self.tls else raw
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data.lstrip(b"\r\n \x00"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                line = data.lstrip(b"\r\n \x00").split(b"\r\n", 1)[0].decode("latin-1")
+                self.seen.append(line)
+                body = f"private content for {line}\n".encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        except (OSError, ssl.SSLError):
+            return
+
+    def took_private(self) -> list[str]:
+        return [x for x in self.seen if "/private" in x]
+
+
+@pytest.fixture(scope="module")
+def lenient() -> Iterator[Lenient]:
+    s = Lenient()
+    yield s
+    s.sock.close()
+
+
+@pytest.fixture(scope="module")
+def lenient_tls(ca: CA) -> Iterator[Lenient]:
+    s = Lenient(server_tls(ca))
+    yield s
+    s.sock.close()
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _attack(sock: socket.socket | ssl.SSLSocket, prefix: bytes) -> bytes:
+    sock.sendall(prefix + b"DELETE /private HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n")
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except (OSError, ssl.SSLError):
+        pass
+    return out
+
+
+@pytest.mark.parametrize("prefix", list(PREFIXES))
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_bytes_before_the_request_line_do_not_open_a_tunnel_past_the_rules(
+    tmp_path: Path, ca: CA, lenient: Lenient, lenient_tls: Lenient, prefix: str, tls: bool
+) -> None:
+    server = lenient_tls if tls else lenient
+    before = len(server.seen)
+    with boundary_proxy(
+        tmp_path, "--allow", f"{RULE} port={server.port}", "--allow-private", "--host-map", "plain.test=127.0.0.1",
+        "--upstream-ca", str(ca.ca_pem),
+    ) as p:  # fmt: skip
+        # an honest request first: it is allowed (so the rule does let the host through)
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        c.sendall(f"CONNECT plain.test:{server.port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+        assert b" 200 " in read_until(c, b"\r\n\r\n").split(b"\r\n", 1)[0]
+        conn: socket.socket | ssl.SSLSocket = c
+        if tls:
+            ctx = ssl.create_default_context(cafile=str(wait_for(lambda: p.mitm_ca.exists() and p.mitm_ca)))
+            conn = ctx.wrap_socket(c, server_hostname="plain.test")
+        answer = _attack(conn, PREFIXES[prefix])
+        conn.close()
+    assert b"private content" not in answer, answer
+    assert not [x for x in server.seen[before:] if "/private" in x], server.seen
+
+
+NSJAIL_CLIENT = r"""
+import socket, ssl, sys
+port, prefix = int(sys.argv[1]), sys.argv[2].encode().decode("unicode_escape").encode("latin-1")
+ctx = ssl.create_default_context()
+s = ctx.wrap_socket(socket.create_connection(("plain.test", port), timeout=30), server_hostname="plain.test")
+s.sendall(prefix + b"DELETE /private HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n")
+out = b""
+try:
+    while chunk := s.recv(65536):
+        out += chunk
+except (OSError, ssl.SSLError) as e:
+    out += repr(e).encode()
+print(out.decode("latin-1"))
+"""
+
+
+@pytest.mark.jail
+@pytest.mark.parametrize("prefix", ["crlf", "nul"])
+def test_nsjail_transparent_tls_with_bytes_before_the_request_line_is_refused(
+    tmp_path: Path, ca: CA, lenient_tls: Lenient, prefix: str
+) -> None:
+    before = len(lenient_tls.seen)
+    (tmp_path / "client.py").write_text(NSJAIL_CLIENT)
+    escaped = PREFIXES[prefix].decode("latin-1").encode("unicode_escape").decode()
+    r = boundary_run(
+        tmp_path, "--jail-type", "nsjail", "--allow", f"{RULE} port={lenient_tls.port}", "--allow-private",
+        "--host-map", "plain.test=127.0.0.1", "--upstream-ca", str(ca.ca_pem), "--",
+        sys.executable, str(tmp_path / "client.py"), str(lenient_tls.port), escaped,
+    )  # fmt: skip
+    assert "private content" not in r.stdout, r.stdout
+    assert not [x for x in lenient_tls.seen[before:] if "/private" in x], lenient_tls.seen
+    denied = [x for x in r.audit_records() if x["host"] == "plain.test" and x["decision"] == "deny"]
+    assert denied, r.stderr
+
+
+def test_the_honest_request_on_the_ruled_host_still_passes(tmp_path: Path, lenient: Lenient) -> None:
+    """The refusal is of unreadable bytes, not of the host: a GET under /public is answered."""
+    with boundary_proxy(
+        tmp_path, "--allow", f"{RULE} port={lenient.port}", "--allow-private", "--host-map", "plain.test=127.0.0.1"
+    ) as p:  # fmt: skip
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        c.sendall(f"CONNECT plain.test:{lenient.port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+        read_until(c, b"\r\n\r\n")
+        c.sendall(b"GET /public/x HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := c.recv(65536):
+            answer += chunk
+        c.close()
+    assert b"private content for GET /public/x" in answer, answer
