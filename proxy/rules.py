@@ -120,6 +120,29 @@ def _decode_segments(path: str) -> list[str]:
     return out
 
 
+_DOTS = (".", "..")
+_HIDDEN = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
+
+
+def path_ambiguity(path: str) -> str | None:
+    """Why a server could read ``path`` as another path than the one decided (None when it could not): a dot
+    segment next to a slash or backslash hidden by percent-encoding ('..%2f', which is one segment here and a
+    climb to a server that decodes first), a backslash (a separator to Windows servers), a dot segment with
+    parameters ('..;', which Tomcat reads as '..'), a double-encoded dot or separator ('%252e'), a raw '#' (no
+    request target holds one; servers differ on where the path ends)."""
+    if "#" in path.split("?", 1)[0]:
+        return "a '#' in the request target"
+    for raw in path.split("?", 1)[0].split("/"):
+        seg = unquote(raw, errors="replace") if "%" in raw else raw
+        if seg in _DOTS:
+            continue
+        if any(part.split(";", 1)[0] in _DOTS for part in re.split(r"[/\\]", seg)):
+            return f"the segment {raw[:60]!r} holds a dot segment beside an encoded separator or parameters"
+        if _HIDDEN.search(seg):
+            return f"the segment {raw[:60]!r} is percent-encoded twice"
+    return None
+
+
 def normalize_path(path: str) -> str:
     """The canonical form a path rule is matched against (decoded, dots resolved)."""
     return "/" + "/".join(_decode_segments(path))
@@ -470,6 +493,10 @@ class Policy:
                 return L4Verdict.ALLOW, r
         return L4Verdict.INSPECT, None
 
+    def _path_decides(self, host: str, port: int) -> bool:
+        """Some rule for this host and port names paths: how a server reads the path matters."""
+        return any(r.paths is not None and r.matches_l4(host, port) for r in self.rules)
+
     def _dot_form(self, host: str) -> str | None:
         """The closest allowed name whose ``.name`` form would cover ``host`` (see HostPattern.dot_form_for)."""
         names = [n for r in self._allow if r.hosts is not None and (n := r.hosts.dot_form_for(host))]
@@ -511,6 +538,9 @@ class Policy:
             shown += "/"  # as asked: /simple/ is not /simple to the server (matching ignores it)
         # the decided form hides what was sent (a segment '..%2fx' shows as '../x'): the request's own with it
         as_sent = raw if raw != shown else None
+        if (why := path_ambiguity(path)) and self._path_decides(host, port):
+            return Decision(False, host, port, None, f"ambiguous path: {why}; a server could read it as another "
+                            "path than the one the rules decided on", method, shown, raw_path=as_sent)  # fmt: skip
         for r in self._deny:
             if r.matches_l4(host, port) and r.matches_l7(method, segments):
                 return Decision(False, host, port, r, "matched a deny rule", method, shown, raw_path=as_sent)

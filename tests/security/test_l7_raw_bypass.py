@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +163,76 @@ def test_the_honest_request_on_the_ruled_host_still_passes(tmp_path: Path, lenie
             answer += chunk
         c.close()
     assert b"private content for GET /public/x" in answer, answer
+
+
+@pytest.fixture(scope="module")
+def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Python's own http.server: it percent-decodes a path before resolving its dot segments, as many servers do."""
+    root = tmp_path_factory.mktemp("files")
+    (root / "public").mkdir()
+    (root / "public" / "ok.txt").write_text("public file\n")
+    (root / "private").mkdir()
+    (root / "private" / "secret.txt").write_text("TOP-SECRET-FILE\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: _connects(port))
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def get(proxy: str, url: str, *extra: str) -> str:
+    """curl through ``proxy``: the body, a newline, the status."""
+    argv = ["curl", "-sS", *extra, "--noproxy", "", "-x", proxy, "-w", "\n%{http_code}", url]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/public/..%2fprivate/secret.txt",  # one segment to the rules; '../private' to a server that decodes first
+        "/public/..%2Fprivate/secret.txt",
+        "/public/%2e%2e%2fprivate/secret.txt",
+        "/public/..%5cprivate/secret.txt",  # a backslash, which Windows servers take for a slash
+        "/public/..\\private/secret.txt",
+        "/public/..;/private/secret.txt",  # a dot segment with parameters (Tomcat drops ';...')
+        "/public/%252e%252e/private/secret.txt",  # double-encoded, for a server that decodes twice
+    ],
+)
+def test_a_path_a_server_may_read_otherwise_is_refused_where_a_path_rule_decides(
+    tmp_path: Path, file_server: int, path: str
+) -> None:
+    with boundary_proxy(
+        tmp_path, "--allow", f"domain=plain.test port={file_server} path=/public/*", "--allow-private",
+        "--host-map", "plain.test=127.0.0.1",
+    ) as p:  # fmt: skip
+        assert get(p.url, f"http://plain.test:{file_server}/public/ok.txt") == "public file\n\n200"
+        got = get(p.url, f"http://plain.test:{file_server}{path}", "--path-as-is")
+        assert "TOP-SECRET" not in got, (path, got)
+        assert got.endswith("403"), (path, got)
+        rec = p.wait_audit(lambda x: x["decision"] == "deny" and x["event"] == "request")[-1]
+        assert "ambiguous" in str(rec["reason"]), rec
+
+
+def test_an_encoded_slash_with_no_dot_segment_still_passes(tmp_path: Path, file_server: int) -> None:
+    """npm's scoped packages ('/@scope%2fname') and the like are not refused: only a slash or backslash hidden
+    next to a dot segment is."""
+    with boundary_proxy(
+        tmp_path, "--allow", f"domain=plain.test port={file_server} path=/public/*", "--allow-private",
+        "--host-map", "plain.test=127.0.0.1",
+    ) as p:  # fmt: skip
+        got = get(p.url, f"http://plain.test:{file_server}/public/a%2fb")
+    assert got.endswith("404"), got  # passed to the server, which has no such file

@@ -365,3 +365,29 @@ def test_an_ipv6_literal_is_suggested_in_brackets_and_the_suggestion_parses_back
     d = Policy(()).decide_connection(host, 8080)
     assert d.suggestion() == want
     assert parse_rule(d.suggested_rule()).hosts.matches(host)
+
+
+# (path, ambiguous?) : what a server could read as another path than the decided one
+AMBIGUITY_TABLE = [
+    ("/public/..%2fprivate/x", True), ("/public/..%2Fprivate", True), ("/public/%2e%2e%2fprivate", True),
+    ("/public/..%5cprivate", True), ("/public/..\\private", True), ("/public/..;/private", True),
+    ("/public/..;jsessionid=1/x", True), ("/public/%252e%252e/private", True), ("/public/%252fx", True),
+    ("/public/x#/../../private", True), ("/a%2f../b", True),
+    ("/@types%2fnode", False), ("/public/a%2fb", False), ("/a/../b", False), ("/a/./b", False), ("/a;b/c", False),
+    ("/a/%2e%2e/b", False), ("/q?x=..%2f&y=#", False), ("/", False), ("", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "ambiguous"), AMBIGUITY_TABLE)
+def test_an_ambiguous_path_is_refused_only_where_a_path_rule_decides(path: str, ambiguous: bool) -> None:
+    from proxy.rules import Policy, path_ambiguity
+
+    assert (path_ambiguity(path) is not None) == ambiguous
+    ruled = Policy.from_strings(["domain=a.test path=/public/*", "domain=a.test path=/a/*", "domain=a.test path=/*",
+                                 "domain=a.test path=/q"])  # fmt: skip
+    d = ruled.decide_request("a.test", 443, "GET", path)
+    if ambiguous:
+        assert not d.allowed
+        assert d.reason.startswith("ambiguous path")
+    assert Policy.from_strings(["domain=a.test"]).decide_request("a.test", 443, "GET", path).allowed  # no path rule
+    assert Policy.from_strings(["domain=a.test method=GET"]).decide_request("a.test", 443, "GET", path).allowed
