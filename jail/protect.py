@@ -72,7 +72,8 @@ HOME_SECRETS = (
     ".pulumi/credentials.json", ".cloudflared", ".vercel", ".local/share/com.vercel.cli", ".wrangler",
     ".config/.wrangler", ".config/stripe", ".config/ngrok", ".ngrok2", ".heroku", ".config/hcloud",
     ".config/configstore/firebase-tools.json", ".ibmcloud", ".m2/settings.xml", ".bunfig.toml", ".env",
-    ".yarnrc.yml",
+    ".yarnrc.yml", ".Xauthority", ".ICEauthority", ".config/helm/repositories.yaml", ".config/helm/registry",
+    ".viminfo", ".local/share/nvim/shada",
 )  # fmt: skip
 
 

@@ -172,7 +172,8 @@ SECRETS = (".npmrc", ".pypirc", ".cargo/credentials.toml", ".config/git/credenti
            ".config/containers/auth.json", ".cache/huggingface/token", ".bash_history", ".ssh/id_ed25519",
            ".git-credentials", ".terraform.d/credentials.tfrc.json", ".local/share/atuin/history.db",
            ".config/sops/age/keys.txt", ".config/github-copilot/apps.json", ".yarnrc.yml", ".env",
-           ".config/configstore/firebase-tools.json")  # fmt: skip
+           ".config/configstore/firebase-tools.json", ".Xauthority", ".config/helm/repositories.yaml",
+           ".viminfo")  # fmt: skip
 
 READ = r"""
 import json, sys
