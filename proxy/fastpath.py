@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ HIGH_WATER = 256 * 1024
 SPLICE_MAX = 1 << 20  # asked per splice(2) call; the pipe takes what fits
 FAIR_TURNS = 64  # splices in a row without waiting (<= 4 MiB) before a relay yields the event loop
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends a reset
 
 
 @dataclass
@@ -87,12 +89,20 @@ class _Pipe(asyncio.Protocol):
             self.peer.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._close_both()
+        self._close_both(reset=exc is not None)
 
-    def _close_both(self) -> None:
+    def _close_both(self, *, reset: bool = False) -> None:
+        """``reset``: a side failed (a reset, not an end): the other is reset too, so a cut transfer never looks
+        complete to it."""
         for p in (self, self.peer):
             if p is not None and p.transport is not None and not p.transport.is_closing():
-                p.transport.close()
+                if reset:
+                    sock = p.transport.get_extra_info("socket")
+                    with contextlib.suppress(OSError, AttributeError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    p.transport.abort()
+                else:
+                    p.transport.close()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -135,17 +145,22 @@ async def _splice_relay(
         loop.create_task(_splice_one(loop, client, upstream, first_up, count_up, pipes[0])),
         loop.create_task(_splice_one(loop, upstream, client, first_down, count_down, pipes[1])),
     ]
+    failed = False
     try:
         for fut in asyncio.as_completed(tasks):
             try:
                 await fut
             except OSError:
-                break  # one side is gone: so is the relay (as the transport relay closes both on a lost side)
+                failed = True  # one side failed (reset): so does the relay, and the other side is reset too,
+                break  # so that a cut transfer never looks complete to it
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for s in (client, upstream):
+            if failed:
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             s.close()
         for r, w in pipes:
             os.close(r)
