@@ -430,8 +430,11 @@ class ProxyServer:
 
                 await httpfast.serve(conn, bytes(buf), hooks, explicit=False, pinned=mapped, port=dst_port)
                 return
-            await self._pass(conn, self.policy.decide_connection(host, dst_port), bytes(buf), scheme=scheme)
-            return
+            if kind != "http":
+                await self._pass(conn, self.policy.decide_connection(host, dst_port), bytes(buf), scheme=scheme)
+                return
+            # plain HTTP off the fast path (a secret is bound): mitmproxy decides each request (a Host of another
+            # name is refused) and looks for placeholders; a byte relay would carry any Host to this server
         if kind == "tcp":  # an L7 rule applies but there is nothing HTTP to inspect
             self.audit.decision(self.policy.decide_connection(host, dst_port), event="connection", scheme=scheme)
             conn.close()
@@ -480,9 +483,9 @@ class ProxyServer:
         HTTP, its requests are decided one by one (a Host of another name does not ride on this upstream); bytes
         that start like HTTP but do not parse are refused; anything else is relayed."""
         scheme = "connect" if tunnel else "tcp"
-        kind, head = "tcp", None  # with secrets bound, as before: relayed (see _http_fast)
+        kind, head = "tcp", None
         try:
-            if not self.secrets and (buf or await _first_to_speak(conn, upstream) is conn):
+            if buf or await _first_to_speak(conn, upstream) is conn:
                 kind, head = (await self._peek(conn, buf))[::2]
         except BaseException:  # the run ended (or the client vanished) before either spoke
             upstream.close()
@@ -499,6 +502,10 @@ class ProxyServer:
             upstream.close()  # a proxy-aware client that dialled some proxy address: served as one
             await self._explicit(conn, buf)
             return
+        if not self._http_fast(L4Verdict.ALLOW):  # a secret is bound: mitmproxy decides each request (see above)
+            upstream.close()
+            await self.mitm.handoff(conn, bytes(buf), transparent=True, pin=Pin(d.host, d.port), dst=dst)
+            return
         from . import httpfast
 
         hooks = _HttpHooks(self, dst)
@@ -507,27 +514,15 @@ class ProxyServer:
         )
 
     async def _peek(self, conn: socket.socket, buf: bytearray) -> tuple[str, str | None, RequestHead | None]:
-        """Read the first bytes: ("tls", sni, None) | ("http", host, head) | ("tcp", None, None)."""
+        """Read the first bytes: ("tls", sni, None) | ("http", host, head) | ("tcp", None, None) | ("badhttp", None,
+        None). Empty lines before a request line (which servers skip, RFC 9112 2.2) are dropped from ``buf`` when
+        what follows is HTTP: they must not make a request 'not HTTP', a byte relay that carries it undecided."""
         deadline = asyncio.get_running_loop().time() + PEEK_TIMEOUT
-        while len(buf) < PEEK_LIMIT:
-            if buf and looks_like_tls(buf):
-                hello = parse_client_hello(bytes(buf))
-                if hello.status is Status.OK:
-                    return "tls", hello.sni, None
-                if hello.status is Status.NO:
-                    return "tcp", None, None
-            elif buf:
-                res = parse_request_head(bytes(buf))
-                if res.status is Status.OK and res.head is not None:
-                    try:
-                        name: str | None = split_authority((res.head.header("host") or "").strip(), 80)[0]
-                    except ValueError:
-                        name = None
-                    return "http", name, res.head
-                if res.status is Status.NO:
-                    return ("badhttp" if _HTTP_START.match(buf) else "tcp"), None, None
-                if b"\n" in buf and not _HTTP_START.match(buf):  # a first line that is no request line: not HTTP
-                    return "tcp", None, None
+        kind: tuple[str, str | None, RequestHead | None] | None = None
+        while kind is None and len(buf) < PEEK_LIMIT:
+            kind = self._sniff(buf)
+            if kind is not None:
+                break
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
@@ -536,7 +531,36 @@ class ProxyServer:
                     break
             except TimeoutError:
                 break
-        return ("badhttp" if _HTTP_START.match(buf) else "tcp"), None, None
+        if kind is None:
+            view = bytes(buf).lstrip(b"\r\n")
+            kind = ("badhttp" if _HTTP_START.match(view) else "tcp"), None, None
+        if kind[0] != "tcp" and kind[0] != "tls":
+            del buf[: len(buf) - len(bytes(buf).lstrip(b"\r\n"))]
+        return kind
+
+    @staticmethod
+    def _sniff(buf: bytearray) -> tuple[str, str | None, RequestHead | None] | None:
+        """What the bytes so far are, or None while more are needed."""
+        if buf and looks_like_tls(buf):
+            hello = parse_client_hello(bytes(buf))
+            if hello.status is Status.OK:
+                return "tls", hello.sni, None
+            return ("tcp", None, None) if hello.status is Status.NO else None
+        view = bytes(buf).lstrip(b"\r\n")  # (a request's offsets below are into the bytes after these)
+        if not view:
+            return None
+        res = parse_request_head(view)
+        if res.status is Status.OK and res.head is not None:
+            try:
+                name: str | None = split_authority((res.head.header("host") or "").strip(), 80)[0]
+            except ValueError:
+                name = None
+            return "http", name, res.head
+        if res.status is Status.NO:
+            return ("badhttp" if _HTTP_START.match(view) else "tcp"), None, None
+        if b"\n" in view and not _HTTP_START.match(view):  # a first line that is no request line: not HTTP
+            return "tcp", None, None
+        return None
 
 
 async def _first_to_speak(a: socket.socket, b: socket.socket) -> socket.socket:

@@ -86,3 +86,22 @@ def test_a_malformed_first_request_is_refused_not_relayed(tmp_path: Path, front:
     assert "HTTP/1.1 400" in r.stdout, (r.stdout, r.stderr)
     assert not [h for h in front.hosts_seen if h.startswith("nope.test")]
     assert front.last_request_path != "/smuggled"
+
+
+@pytest.mark.parametrize("case", list(OPTS))
+def test_a_fronted_request_is_refused_when_secrets_are_bound_too(tmp_path: Path, front: Upstream, case: str) -> None:
+    """With a secret bound (to another host), plain HTTP is not on the fast path: it went to a byte relay for a
+    host with no method/path rule, and the fronted request reached the allowed server."""
+    mode = case.split("-")[0]
+    tag = f"fronted-secret-{case}"
+    opts, url = OPTS[case].format(port=front.port), f"http://one.test:{front.port}"
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, "--allow", "domain=one.test", "--allow-private", "--host-map",
+        "one.test=127.0.0.1", "--secret", "SOME_TOKEN=secure.test", "--",
+        "sh", "-c", f"curl {opts} {url}/honest-{tag} --next {opts} -H 'Host: nope.test:{front.port}' {url}/{tag}",
+        env={"SOME_TOKEN": "tok-" + "x" * 30},
+    )  # fmt: skip
+    assert f"hello from /honest-{tag}" in r.stdout, (r.stdout, r.stderr)
+    assert "HTTP/1.1 403" in r.stdout, (r.stdout, r.stderr)
+    assert not [h for h in front.hosts_seen if h.startswith("nope.test")]
+    assert front.last_request_path != f"/{tag}"

@@ -28,7 +28,8 @@ class Lenient:
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.tls = tls
-        self.seen: list[str] = []
+        self.seen: list[str] = []  # request lines taken
+        self.hosts: list[str] = []  # their Host headers
         self.sock = serve_loopback(self._serve)
         self.port = self.sock.getsockname()[1]
 
@@ -43,8 +44,11 @@ class Lenient:
                     if not chunk:
                         return
                     data += chunk
-                line = data.lstrip(b"\r\n \x00").split(b"\r\n", 1)[0].decode("latin-1")
+                head = data.lstrip(b"\r\n \x00").split(b"\r\n\r\n", 1)[0].decode("latin-1")
+                line = head.split("\r\n", 1)[0]
                 self.seen.append(line)
+                self.hosts.append(next((h.split(":", 1)[1].strip() for h in head.split("\r\n")[1:]
+                                        if h.lower().startswith("host:")), ""))  # fmt: skip
                 body = f"private content for {line}\n".encode()
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
         except (OSError, ssl.SSLError):
@@ -236,3 +240,43 @@ def test_an_encoded_slash_with_no_dot_segment_still_passes(tmp_path: Path, file_
     ) as p:  # fmt: skip
         got = get(p.url, f"http://plain.test:{file_server}/public/a%2fb")
     assert got.endswith("404"), got  # passed to the server, which has no such file
+
+
+FRONTED = r"""
+import socket, sys
+port = int(sys.argv[1])
+s = socket.create_connection(("one.test", port), timeout=30)
+s.sendall(b"\r\nGET /fronted HTTP/1.1\r\nHost: nope.test\r\nConnection: close\r\n\r\n")
+out = b""
+try:
+    while chunk := s.recv(65536):
+        out += chunk
+except OSError as e:
+    out += repr(e).encode()
+print(out.decode("latin-1"))
+"""
+FRONTED_CASES = {
+    "nsjail": ("nsjail",),
+    "landjail-shim": ("landjail",),  # the shim makes the connect a CONNECT tunnel through the proxy
+    "landjail-no-shim": ("landjail", "--no-shim"),  # the supervisor sends it to the transparent listener
+}
+
+
+@pytest.mark.jail
+@pytest.mark.parametrize("case", list(FRONTED_CASES))
+def test_a_crlf_before_a_fronted_request_does_not_make_a_byte_relay(
+    tmp_path: Path, lenient: Lenient, case: str
+) -> None:
+    """A domain-only host is relayed per request by its own Host; empty lines before the first request line
+    (which servers skip) made the connection 'not HTTP', a byte relay, and another site's Host reached the
+    allowed server."""
+    before = len(lenient.seen)
+    (tmp_path / "fronted.py").write_text(FRONTED)
+    mode, *extra = FRONTED_CASES[case]
+    r = boundary_run(
+        tmp_path, "--jail-type", mode, *extra, "--allow", "domain=one.test", "--allow-private", "--host-map",
+        "one.test=127.0.0.1", "--", sys.executable, str(tmp_path / "fronted.py"), str(lenient.port),
+    )  # fmt: skip
+    assert "private content" not in r.stdout, r.stdout
+    assert "nope.test" not in lenient.hosts[before:], (lenient.seen, lenient.hosts)
+    assert "HTTP/1.1 403" in r.stdout, (r.stdout, r.stderr)
