@@ -170,6 +170,10 @@ class Enforcer:
         named = _host_header_name(req.host_header)
         if pin is not None:
             host, port = pin.host, pin.port
+            # an absolute-form target names a host too, and a server routes by it (RFC 9112 3.2.2): it must be
+            # the connection's (the Host header's is checked below)
+            if req.authority and (url_host := _host_header_name(req.authority)) != host:
+                named = url_host
         else:
             try:
                 host = normalize_host(req.host)
@@ -178,6 +182,15 @@ class Enforcer:
                 return
             port = req.port
         scheme = "wss" if _is_ws(req) and req.scheme == "https" else req.scheme
+        if not _plain_target(req.data.path):
+            # HTTP/2 from the client goes upstream as an HTTP/1.1 request line: a :path with CR/LF, a space or a
+            # URL in it would write another request, or another target, into that line
+            d = Decision(False, host, port, None, "the request target is not a plain path", req.method,
+                         req.data.path[:200].decode("latin-1").split("?", 1)[0])  # fmt: skip
+            self.audit.decision(d, event="request", scheme=scheme)
+            flow.response = http.Response.make(400, "boundary: the request target is not a plain path\n")
+            flow.metadata["boundary"], flow.metadata["boundary_done"] = d, True
+            return
         if named and named != host:  # pinned: the connection's name; else the absolute-form URL's
             what = "the connection's name" if pin is not None else "the URL's host"
             d = Decision(False, named, port, None, f"Host {named!r} differs from {what} {host!r}", req.method,
@@ -368,6 +381,12 @@ def _set_fields(headers: http.Headers, fields: list[tuple[str, str]]) -> None:
     """Put ``fields`` (from :func:`_fields`) back, when anything changed."""
     if fields != _fields(headers):
         headers.fields = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in fields)
+
+
+def _plain_target(target: bytes) -> bool:
+    """An origin-form path (or ``*``) with no control character or space: what an HTTP/1.1 request line can carry
+    as one target."""
+    return (target.startswith(b"/") or target == b"*") and not any(c <= 0x20 or c == 0x7F for c in target)
 
 
 def _host_header_name(value: str | None) -> str | None:

@@ -280,3 +280,125 @@ def test_a_crlf_before_a_fronted_request_does_not_make_a_byte_relay(
     assert "private content" not in r.stdout, r.stdout
     assert "nope.test" not in lenient.hosts[before:], (lenient.seen, lenient.hosts)
     assert "HTTP/1.1 403" in r.stdout, (r.stdout, r.stderr)
+
+
+SMUGGLE = (
+    r"/public/x HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 0\r\n\r\n"
+    r"DELETE /private/SMUGGLED HTTP/1.1\r\nX: x"
+)
+H2_CLIENT = r"""
+import socket, ssl, sys
+import h2.config, h2.connection, h2.events
+port, cafile, path, authority = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+c = socket.create_connection(("127.0.0.1", int(sys.argv[5])), timeout=30)
+c.sendall(f"CONNECT plain.test:{port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += c.recv(4096)
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.set_alpn_protocols(["h2"])
+t = ctx.wrap_socket(c, server_hostname="plain.test")
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
+                                                            normalize_outbound_headers=False))
+conn.initiate_connection()
+conn.send_headers(1, [(":method", "GET"), (":path", path.encode().decode("unicode_escape")), (":scheme", "https"),
+                      (":authority", authority)], end_stream=True)
+t.sendall(conn.data_to_send())
+status, body = None, b""
+try:
+    while True:
+        data = t.recv(65536)
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = dict(ev.headers).get(b":status")
+            elif isinstance(ev, h2.events.DataReceived):
+                body += ev.data
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                raise StopIteration
+        t.sendall(conn.data_to_send())
+except (StopIteration, OSError, ssl.SSLError):
+    pass
+print(status, body[:200])
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "authority"),
+    [
+        # CR/LF in :path: a second request when mitmproxy writes it as an HTTP/1.1 request line
+        (SMUGGLE, "plain.test"),
+        (r"/public/x /private/SPACE", "plain.test"),  # a space: the server may take the second word as the path
+        (r"https://other.test/public/ABSOLUTE", "plain.test"),  # an absolute URL naming another host
+    ],
+    ids=["crlf", "space", "absolute"],
+)
+def test_an_http2_path_that_is_no_plain_path_is_refused(
+    tmp_path: Path, ca: CA, lenient_tls: Lenient, path: str, authority: str
+) -> None:
+    """mitmproxy takes HTTP/2 from the client and speaks HTTP/1.1 upstream; a :path holding CR/LF, a space or a
+    URL went into the request line as it was (outside review: a smuggled DELETE reached the server)."""
+    before = len(lenient_tls.seen)
+    (tmp_path / "h2c.py").write_text(H2_CLIENT)
+    with boundary_proxy(
+        tmp_path, "--allow", f"{RULE} port={lenient_tls.port}", "--allow-private", "--host-map", "plain.test=127.0.0.1",
+        "--host-map", "other.test=127.0.0.1", "--upstream-ca", str(ca.ca_pem),
+    ) as p:  # fmt: skip
+        get(p.url, f"https://plain.test:{lenient_tls.port}/public/warm", "-k")  # starts mitmproxy: its CA exists
+        r = subprocess.run([sys.executable, str(tmp_path / "h2c.py"), str(lenient_tls.port), str(p.mitm_ca), path,
+                            authority, str(p.port)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    taken = lenient_tls.seen[before:]
+    assert not [x for x in taken if "/private" in x or "ABSOLUTE" in x or "other.test" in x], taken
+    assert "private content" not in r.stdout, r.stdout
+
+
+ABSOLUTE_IN_TUNNEL = r"""
+import socket, ssl, sys
+proxy, port, tls, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "tls", sys.argv[4]
+c = socket.create_connection(("127.0.0.1", proxy), timeout=30)
+c.sendall(f"CONNECT plain.test:{port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += c.recv(4096)
+s = ssl.create_default_context(cafile=cafile).wrap_socket(c, server_hostname="plain.test") if tls else c
+scheme = "https" if tls else "http"
+target = f"{scheme}://other.test:{port}/public/FRONTED"
+s.sendall(f"GET {target} HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n".encode())
+out = b""
+try:
+    while chunk := s.recv(65536):
+        out += chunk
+except (OSError, ssl.SSLError):
+    pass
+print(out.decode("latin-1"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("rule", "tls"),
+    # (a domain-only host's TLS is relayed unread: what is inside it is its server's to route)
+    # (a host with a bound secret is intercepted the same way, and this check comes before any swap)
+    [("path", False), ("path", True), ("domain", False)],
+)
+def test_an_absolute_url_naming_another_host_inside_a_tunnel_is_refused(
+    tmp_path: Path, ca: CA, lenient: Lenient, lenient_tls: Lenient, tls: bool, rule: str
+) -> None:
+    """Inside a tunnel to an allowed host, a request whose absolute-form target names another host (with the
+    tunnel's own Host): a server routes by that URL (RFC 9112 3.2.2), so it must be decided as the URL's host, not
+    forwarded on the tunnel's upstream (outside review: with a bound secret, the value was swapped into it)."""
+    server = lenient_tls if tls else lenient
+    before = len(server.seen)
+    allow = {"path": f"{RULE} port={server.port}", "domain": "domain=plain.test"}[rule]
+    (tmp_path / "abs.py").write_text(ABSOLUTE_IN_TUNNEL)
+    with boundary_proxy(
+        tmp_path, "--allow", allow, "--allow-private", "--host-map", "plain.test=127.0.0.1", "--host-map",
+        "other.test=127.0.0.1", "--upstream-ca", str(ca.ca_pem),
+    ) as p:  # fmt: skip
+        if tls:
+            get(p.url, f"https://plain.test:{server.port}/public/warm", "-k")
+        cafile = str(p.mitm_ca if tls else ca.ca_pem)
+        r = subprocess.run([sys.executable, str(tmp_path / "abs.py"), str(p.port), str(server.port),
+                            "tls" if tls else "plain", cafile], capture_output=True, text=True, timeout=60)  # fmt: skip
+    taken = server.seen[before:]
+    assert not [x for x in taken if "FRONTED" in x], (taken, r.stdout)
