@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -179,8 +180,8 @@ async def _event(conn: h11.Connection, sock: socket.socket, raw: bytearray | Non
         if ev is h11.NEED_DATA:
             try:
                 data = await loop.sock_recv(sock, READ)
-            except OSError:
-                data = b""
+            except OSError as e:  # a reset is no end of stream: a body cut by it must not end cleanly downstream
+                raise _Closed(f"reset: {e}") from e
             if raw is not None:
                 raw += data
             conn.receive_data(data)
@@ -243,7 +244,9 @@ async def serve(
                     handed = True
                     return
                 up = _Upstream((d.host, d.port), sock)
-            upgrade = any(k == b"upgrade" for k, _ in ev.headers)
+            # only a WebSocket upgrade passes: after a 101 the connection is a byte relay, and an h2c upgrade would
+            # carry HTTP/2 requests for any :authority to this upstream undecided
+            upgrade = any(k == b"upgrade" and v.strip().lower() == b"websocket" for k, v in ev.headers)
             headers = outgoing_headers(ev.headers, authority=r.authority, upgrade=upgrade)
             if not any(k.lower() == b"host" for k, _ in headers):  # an HTTP/1.0 client's request
                 name = f"[{r.host}]" if ":" in r.host else r.host
@@ -254,6 +257,8 @@ async def serve(
                 switched = await _exchange(client, conn, up, out, stats)
             finally:  # at the end of the answer, or when the run ends with it still streaming: each one audited
                 hooks.done(d, up=stats.up, down=stats.down, ms=(time.monotonic() - t0) * 1000, failed=stats.failed)
+            if switched and not upgrade:  # a 101 nobody asked for (the Upgrade header was not passed on)
+                return
             if switched:
                 handed = True
                 first_up, first_down = client.trailing_data[0], up.h11.trailing_data[0]
@@ -271,6 +276,9 @@ async def serve(
             raw = bytearray(client.trailing_data[0])
     except (OSError, _Closed, h11.ProtocolError) as e:
         log.debug("plain-HTTP connection ended: %r", e)
+        if not handed:  # cut mid-exchange: the client is reset, so a cut answer never looks complete to it
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return
     finally:
         if up is not None:

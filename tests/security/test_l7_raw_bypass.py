@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -402,3 +403,64 @@ def test_an_absolute_url_naming_another_host_inside_a_tunnel_is_refused(
                             "tls" if tls else "plain", cafile], capture_output=True, text=True, timeout=60)  # fmt: skip
     taken = server.seen[before:]
     assert not [x for x in taken if "FRONTED" in x], (taken, r.stdout)
+
+
+class Recorder:
+    """Records each request head; /rst answers with a body of no length, then resets the connection."""
+
+    def __init__(self) -> None:
+        self.heads: list[str] = []
+        self.sock = serve_loopback(self._serve)
+        self.port = self.sock.getsockname()[1]
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            self.heads.append(head)
+            if " /rst " in head.split("\r\n", 1)[0]:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"partial " * 1000)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return  # closed with linger 0: a reset
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    r = Recorder()
+    yield r
+    r.sock.close()
+
+
+def test_an_answer_cut_by_a_reset_does_not_end_cleanly_on_the_plain_http_path(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """The upstream resets in the middle of a body that has no length: the client must see the failure (the fast
+    path re-framed the body as chunked and ended it cleanly: a cut transfer looked complete)."""
+    with boundary_proxy(tmp_path, "--allow", "domain=free.test", "--allow-private", "--host-map",
+                        "free.test=127.0.0.1") as p:  # fmt: skip
+        url = f"http://free.test:{recorder.port}/rst"
+        r = subprocess.run(["curl", "-sS", "--noproxy", "", "-x", p.url, "-o", "/dev/null", url],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode != 0, "a transfer cut by the upstream's reset looked complete to the client"
+
+
+def test_an_h2c_upgrade_is_not_passed_on_the_plain_http_path(tmp_path: Path, recorder: Recorder) -> None:
+    """After a 101 the connection is a byte relay: an h2c upgrade would carry HTTP/2 requests for any :authority
+    to this upstream, undecided (outside review). Only a WebSocket upgrade is passed on."""
+    before = len(recorder.heads)
+    with boundary_proxy(tmp_path, "--allow", "domain=free.test", "--allow-private", "--host-map",
+                        "free.test=127.0.0.1") as p:  # fmt: skip
+        url = f"http://free.test:{recorder.port}/h2c"
+        r = subprocess.run(["curl", "-sS", "--noproxy", "", "-x", p.url, "--http2", url],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    heads = recorder.heads[before:]
+    assert heads, r.stderr
+    assert not [h for h in heads if "upgrade:" in h.lower() or "http2-settings" in h.lower()], heads
+    assert r.stdout == "ok\n", (r.stdout, r.stderr)
