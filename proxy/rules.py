@@ -30,6 +30,7 @@ import dataclasses
 import enum
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -122,6 +123,7 @@ def _decode_segments(path: str) -> list[str]:
 
 _DOTS = (".", "..")
 _HIDDEN = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
+_IIS_U = re.compile(r"%u[0-9a-f]{4}", re.IGNORECASE)
 
 
 def path_ambiguity(path: str) -> str | None:
@@ -130,14 +132,25 @@ def path_ambiguity(path: str) -> str | None:
     climb to a server that decodes first), a backslash (a separator to Windows servers), a dot segment with
     parameters ('..;', which Tomcat reads as '..'), a double-encoded dot or separator ('%252e'), a raw '#' (no
     request target holds one; servers differ on where the path ends)."""
-    if "#" in path.split("?", 1)[0]:
+    path = path.split("?", 1)[0]
+    if "#" in path:
         return "a '#' in the request target"
-    for raw in path.split("?", 1)[0].split("/"):
+    if _IIS_U.search(path):
+        return "a %u escape (IIS decodes it)"
+    for raw in path.split("/"):
         seg = unquote(raw, errors="replace") if "%" in raw else raw
         if seg in _DOTS:
             continue
-        if any(part.split(";", 1)[0] in _DOTS for part in re.split(r"[/\\]", seg)):
-            return f"the segment {raw[:60]!r} holds a dot segment beside an encoded separator or parameters"
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in seg):
+            return f"the segment {raw[:60]!r} holds a control character (servers cut or drop it)"
+        forms = (seg, unicodedata.normalize("NFKC", seg)) if not seg.isascii() else (seg,)
+        for form in forms:  # (NFKC: a full-width dot or slash is one to a server that normalises)
+            for part in re.split(r"[/\\]", form):
+                bare = part.split(";", 1)[0]
+                if bare in _DOTS or (bare and not bare.strip(" .")):  # '..;x', '...', '.. ' (Windows trims)
+                    if part != seg or form != seg:
+                        return f"the segment {raw[:60]!r} holds a dot segment in disguise"
+                    return f"the segment {raw[:60]!r} is dots and spaces (Windows servers trim them)"
         if _HIDDEN.search(seg):
             return f"the segment {raw[:60]!r} is percent-encoded twice"
     return None

@@ -373,6 +373,12 @@ AMBIGUITY_TABLE = [
     ("/public/..%5cprivate", True), ("/public/..\\private", True), ("/public/..;/private", True),
     ("/public/..;jsessionid=1/x", True), ("/public/%252e%252e/private", True), ("/public/%252fx", True),
     ("/public/x#/../../private", True), ("/a%2f../b", True),
+    # a second review's forms: IIS %u escapes, full-width dots (NFKC), Windows trimming, NUL and tab
+    ("/public/%u002e%u002e/admin", True), ("/public/..%u002fadmin", True), ("/public/%ef%bc%8e%ef%bc%8e/admin", True),
+    ("/public/..%20/admin", True), ("/public/.../admin", True), ("/public/..%00/admin", True),
+    ("/public/.%00./admin", True), ("/public/..%09/admin", True),
+    ("/public/file.tar.gz", False), ("/public/caf%c3%a9", False), ("/public/a%20b", False), ("/public/x.", False),
+    ("/public/.well-known/x", False), ("/public/%ef%bc%8fetc", False),
     ("/@types%2fnode", False), ("/public/a%2fb", False), ("/a/../b", False), ("/a/./b", False), ("/a;b/c", False),
     ("/a/%2e%2e/b", False), ("/q?x=..%2f&y=#", False), ("/", False), ("", False),
 ]  # fmt: skip
