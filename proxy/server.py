@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import errno
 import logging
@@ -483,10 +484,10 @@ class ProxyServer:
         HTTP, its requests are decided one by one (a Host of another name does not ride on this upstream); bytes
         that start like HTTP but do not parse are refused; anything else is relayed."""
         scheme = "connect" if tunnel else "tcp"
-        kind, head = "tcp", None
+        kind, name, head = "tcp", None, None
         try:
             if buf or await _first_to_speak(conn, upstream) is conn:
-                kind, head = (await self._peek(conn, buf))[::2]
+                kind, name, head = await self._peek(conn, buf)
         except BaseException:  # the run ended (or the client vanished) before either spoke
             upstream.close()
             self.audit.decision(d, event="connection", scheme=scheme, duration_ms=(time.monotonic() - t0) * 1000)
@@ -494,6 +495,13 @@ class ProxyServer:
         if kind == "badhttp":
             upstream.close()
             await self._bad_http(conn)
+            return
+        if kind == "tls" and name and (refused := self._sni_refused(name, d)) is not None:
+            # a shared front end routes by the SNI: one naming a host the rules do not allow as a whole (denied,
+            # or decided per request) is not carried to it on this connection
+            upstream.close()
+            self.audit.decision(refused, event="connection", scheme="tls")
+            conn.close()
             return
         if kind != "http" or head is None:
             await self._relay(conn, upstream, d, bytes(buf), scheme=scheme if kind == "tcp" else kind, t0=t0)
@@ -512,6 +520,19 @@ class ProxyServer:
         await httpfast.serve(
             conn, bytes(buf), hooks, explicit=False, pinned=d.host, port=d.port, preconnected=(d.host, d.port, upstream)
         )
+
+    def _sni_refused(self, sni: str, d: Decision) -> Decision | None:
+        """The denial for a ClientHello naming ``sni`` on a connection decided for ``d.host``, or None when the
+        name is that host or one allowed whatever the method and path."""
+        try:
+            host = normalize_host(sni)
+        except ValueError:
+            return Decision(False, sni, d.port, None, "the TLS server name is malformed")
+        if host == d.host or self.policy.l4(host, d.port)[0] is L4Verdict.ALLOW:
+            return None
+        named = self.policy.decide_connection(host, d.port)
+        why = f"the TLS server name {host!r} is not the connection's ({d.host!r}): {named.reason}"
+        return dataclasses.replace(named, allowed=False, reason=why)
 
     async def _peek(self, conn: socket.socket, buf: bytearray) -> tuple[str, str | None, RequestHead | None]:
         """Read the first bytes: ("tls", sni, None) | ("http", host, head) | ("tcp", None, None) | ("badhttp", None,

@@ -464,3 +464,50 @@ def test_an_h2c_upgrade_is_not_passed_on_the_plain_http_path(tmp_path: Path, rec
     assert heads, r.stderr
     assert not [h for h in heads if "upgrade:" in h.lower() or "http2-settings" in h.lower()], heads
     assert r.stdout == "ok\n", (r.stdout, r.stderr)
+
+
+def _tls_request(ctx: ssl.SSLContext, sock: socket.socket, name: str, request: bytes) -> bytes:
+    t = ctx.wrap_socket(sock, server_hostname=name)
+    t.sendall(request)
+    answer = t.recv(100)
+    if not answer:
+        raise OSError("closed")
+    return answer
+
+
+@pytest.mark.parametrize("other_rule", ["none", "path"])
+def test_a_tls_server_name_for_another_host_is_refused_in_a_tunnel(
+    tmp_path: Path, ca: CA, lenient_tls: Lenient, other_rule: str
+) -> None:
+    """A tunnel to an allowed domain-only host whose ClientHello names another host: a shared front end routes by
+    that name, so it must be a host the rules allow as a whole (outside review: one with a path rule, or one not
+    allowed at all, was reached through the allowed host's tunnel)."""
+    before = len(lenient_tls.seen)
+    rules = ["--allow", "domain=plain.test"]
+    if other_rule == "path":
+        rules += ["--allow", "domain=other.test path=/public/*"]
+    with boundary_proxy(tmp_path, *rules, "--allow-private", "--host-map", "plain.test=127.0.0.1", "--host-map",
+                        "other.test=127.0.0.1", "--upstream-ca", str(ca.ca_pem)) as p:  # fmt: skip
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        c.sendall(f"CONNECT plain.test:{lenient_tls.port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+        assert b" 200 " in read_until(c, b"\r\n\r\n")
+        ctx = ssl.create_default_context(cafile=str(ca.ca_pem))
+        with pytest.raises((OSError, ssl.SSLError)):  # the connection is closed after the ClientHello
+            _tls_request(ctx, c, "other.test", b"GET /private/BY-SNI HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        c.close()
+        rec = p.wait_audit(lambda r: "TLS server name" in str(r.get("reason")))[-1]
+        assert rec["decision"] == "deny"
+        assert rec["host"] == "other.test"
+    assert not [x for x in lenient_tls.seen[before:] if "BY-SNI" in x]
+
+
+def test_a_tls_server_name_for_another_allowed_host_passes(tmp_path: Path, ca: CA, lenient_tls: Lenient) -> None:
+    with boundary_proxy(tmp_path, "--allow", "domain=plain.test", "--allow", "domain=other.test", "--allow-private",
+                        "--host-map", "plain.test=127.0.0.1", "--upstream-ca", str(ca.ca_pem)) as p:  # fmt: skip
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        c.sendall(f"CONNECT plain.test:{lenient_tls.port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+        assert b" 200 " in read_until(c, b"\r\n\r\n")
+        t = ssl.create_default_context(cafile=str(ca.ca_pem)).wrap_socket(c, server_hostname="other.test")
+        t.sendall(b"GET /public/ok HTTP/1.1\r\nHost: other.test\r\n\r\n")
+        assert b"private content for GET /public/ok" in read_until(t, b"ok HTTP/1.1\n")  # type: ignore[arg-type]
+        t.close()
