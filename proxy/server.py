@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 HEAD_TIMEOUT = 30.0  # explicit clients send their request head at once
 PEEK_TIMEOUT = 1.0  # transparent: how long to wait for a ClientHello / request head
+TLS_PEEK_TIMEOUT = 10.0  # ... once the first bytes are a TLS handshake's
 PEEK_LIMIT = 64 * 1024
 ACCEPT_BACKOFF = 0.05  # a failed accept (out of descriptors or memory) is retried at least this often
 SHED_AFTER = 1.0  # out of descriptors this long: connections waiting in the backlog are refused
@@ -496,6 +497,14 @@ class ProxyServer:
             upstream.close()
             await self._bad_http(conn)
             return
+        if kind == "tcp" and looks_like_tls(buf):
+            # a TLS handshake whose ClientHello could not be read (an empty record ahead of it, one sent too
+            # slowly): its server name cannot be checked, so it is not carried to a front end that routes by it
+            upstream.close()
+            self.audit.decision(dataclasses.replace(d, allowed=False, rule=None, reason="a TLS handshake whose "
+                                "server name could not be read"), event="connection", scheme="tls")  # fmt: skip
+            conn.close()
+            return
         if kind == "tls" and name and (refused := self._sni_refused(name, d)) is not None:
             # a shared front end routes by the SNI: one naming a host the rules do not allow as a whole (denied,
             # or decided per request) is not carried to it on this connection
@@ -538,13 +547,15 @@ class ProxyServer:
         """Read the first bytes: ("tls", sni, None) | ("http", host, head) | ("tcp", None, None) | ("badhttp", None,
         None). Empty lines before a request line (which servers skip, RFC 9112 2.2) are dropped from ``buf`` when
         what follows is HTTP: they must not make a request 'not HTTP', a byte relay that carries it undecided."""
-        deadline = asyncio.get_running_loop().time() + PEEK_TIMEOUT
+        start = asyncio.get_running_loop().time()
         kind: tuple[str, str | None, RequestHead | None] | None = None
         while kind is None and len(buf) < PEEK_LIMIT:
             kind = self._sniff(buf)
             if kind is not None:
                 break
-            remaining = deadline - asyncio.get_running_loop().time()
+            # a ClientHello on its way gets longer: what cannot be read of it is refused, not relayed
+            remaining = start + (TLS_PEEK_TIMEOUT if looks_like_tls(buf) else PEEK_TIMEOUT) - (
+                asyncio.get_running_loop().time())  # fmt: skip
             if remaining <= 0:
                 break
             try:

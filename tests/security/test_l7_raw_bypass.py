@@ -12,6 +12,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -511,3 +512,39 @@ def test_a_tls_server_name_for_another_allowed_host_passes(tmp_path: Path, ca: C
         t.sendall(b"GET /public/ok HTTP/1.1\r\nHost: other.test\r\n\r\n")
         assert b"private content for GET /public/ok" in read_until(t, b"ok HTTP/1.1\n")  # type: ignore[arg-type]
         t.close()
+
+
+def _client_hello(name: str) -> bytes:
+    """A real ClientHello naming ``name``, as bytes (nothing sent)."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("how", ["empty-record-first", "held-back"])
+def test_a_client_hello_that_cannot_be_read_is_refused_not_relayed(
+    tmp_path: Path, ca: CA, lenient_tls: Lenient, how: str
+) -> None:
+    """The server-name check needs the ClientHello read: an empty TLS record ahead of it, or a ClientHello held
+    back past the first-bytes timeout, made the connection a byte relay, and the allowed host's front end saw
+    another name (outside review, third round)."""
+    hello = _client_hello("other.test")
+    with boundary_proxy(tmp_path, "--allow", "domain=plain.test", "--allow-private", "--host-map",
+                        "plain.test=127.0.0.1", "--upstream-ca", str(ca.ca_pem)) as p:  # fmt: skip
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        c.sendall(f"CONNECT plain.test:{lenient_tls.port} HTTP/1.1\r\nHost: plain.test\r\n\r\n".encode())
+        assert b" 200 " in read_until(c, b"\r\n\r\n")
+        if how == "empty-record-first":
+            c.sendall(b"\x16\x03\x01\x00\x00" + hello)
+        else:  # the first bytes, then the rest once the proxy's 1 s wait for a request head is over
+            c.sendall(hello[:3])
+            threading.Event().wait(1.5)
+            c.sendall(hello[3:])
+        answer = c.recv(100)
+        c.close()
+        assert not answer.startswith(b"\x16\x03"), "a ServerHello came back: the ClientHello reached the upstream"
+        p.wait_audit(lambda r: r["decision"] == "deny" and r["host"] in ("plain.test", "other.test")
+                     and r.get("scheme") == "tls")  # fmt: skip
