@@ -168,12 +168,13 @@ class Enforcer:
         pin = self.pins.get(flow.client_conn.id)
         req = flow.request
         named = _host_header_name(req.host_header)
+        elsewhere = None  # pinned: how the request names another host or port than the connection's
         if pin is not None:
             host, port = pin.host, pin.port
-            # an absolute-form target names a host too, and a server routes by it (RFC 9112 3.2.2): it must be
-            # the connection's (the Host header's is checked below)
-            if req.authority and (url_host := _host_header_name(req.authority)) != host:
-                named = url_host
+            # an absolute-form target names a host and port too, and a server routes by it (RFC 9112 3.2.2): they
+            # must be the connection's (the Host header's name is checked below)
+            if req.authority and _authority(req.authority, req.scheme) != (host, port):
+                elsewhere = f"the URL's authority {req.authority[:100]!r} is not the connection's {host}:{port}"
         else:
             try:
                 host = normalize_host(req.host)
@@ -182,16 +183,16 @@ class Enforcer:
                 return
             port = req.port
         scheme = "wss" if _is_ws(req) and req.scheme == "https" else req.scheme
-        if not _plain_target(req.data.path):
-            # HTTP/2 from the client goes upstream as an HTTP/1.1 request line: a :path with CR/LF, a space or a
-            # URL in it would write another request, or another target, into that line
-            d = Decision(False, host, port, None, "the request target is not a plain path", req.method,
+        if (bad := _unsendable(req)) is not None:
+            d = Decision(False, host, port, None, bad, req.method,
                          req.data.path[:200].decode("latin-1").split("?", 1)[0])  # fmt: skip
             self.audit.decision(d, event="request", scheme=scheme)
-            flow.response = http.Response.make(400, "boundary: the request target is not a plain path\n")
+            flow.response = http.Response.make(400, f"boundary: {bad}\n")
             flow.metadata["boundary"], flow.metadata["boundary_done"] = d, True
             return
-        if named and named != host:  # pinned: the connection's name; else the absolute-form URL's
+        if elsewhere is not None:
+            d = Decision(False, host, port, None, elsewhere, req.method, req.path.split("?", 1)[0])
+        elif named and named != host:  # pinned: the connection's name; else the absolute-form URL's
             what = "the connection's name" if pin is not None else "the URL's host"
             d = Decision(False, named, port, None, f"Host {named!r} differs from {what} {host!r}", req.method,
                          req.path.split("?", 1)[0])  # fmt: skip
@@ -384,9 +385,29 @@ def _set_fields(headers: http.Headers, fields: list[tuple[str, str]]) -> None:
 
 
 def _plain_target(target: bytes) -> bool:
-    """An origin-form path (or ``*``) with no control character or space: what an HTTP/1.1 request line can carry
-    as one target."""
-    return (target.startswith(b"/") or target == b"*") and not any(c <= 0x20 or c == 0x7F for c in target)
+    """An origin-form path (or ``*``) of printable ASCII: what an HTTP/1.1 request line can carry as one target
+    (no control character, space or byte a server might take for white space, like NBSP's)."""
+    return (target.startswith(b"/") or target == b"*") and all(0x20 < c < 0x7F for c in target)
+
+
+def _unsendable(req: http.Request) -> str | None:
+    """Why a request cannot go upstream as the HTTP/1.1 it was decided as, or None. HTTP/2 from the client goes
+    upstream as HTTP/1.1: a :path with CR/LF, a space or a URL in it would write another request, or another
+    target, into the request line; NUL, CR or LF in a header value is no header HTTP/1.1 can carry."""
+    if not _plain_target(req.data.path):
+        return "the request target is not a plain path"
+    if any(b"\0" in v or b"\r" in v or b"\n" in v for _, v in req.headers.fields):
+        return "a header value holds NUL, CR or LF"
+    return None
+
+
+def _authority(authority: str, scheme: str) -> tuple[str, int] | None:
+    """(host, port) of an authority (the scheme's default port where it names none), None when malformed."""
+    try:
+        host, port = split_authority(authority.strip(), 443 if scheme in ("https", "wss") else 80)
+        return normalize_host(host), port
+    except ValueError:
+        return None
 
 
 def _host_header_name(value: str | None) -> str | None:

@@ -333,8 +333,9 @@ print(status, body[:200])
         (SMUGGLE, "plain.test"),
         (r"/public/x /private/SPACE", "plain.test"),  # a space: the server may take the second word as the path
         (r"https://other.test/public/ABSOLUTE", "plain.test"),  # an absolute URL naming another host
+        (r"/public/x\xa0/private/NBSP", "plain.test"),  # a byte some servers split the line on
     ],
-    ids=["crlf", "space", "absolute"],
+    ids=["crlf", "space", "absolute", "nbsp"],
 )
 def test_an_http2_path_that_is_no_plain_path_is_refused(
     tmp_path: Path, ca: CA, lenient_tls: Lenient, path: str, authority: str
@@ -365,7 +366,7 @@ while b"\r\n\r\n" not in head:
     head += c.recv(4096)
 s = ssl.create_default_context(cafile=cafile).wrap_socket(c, server_hostname="plain.test") if tls else c
 scheme = "https" if tls else "http"
-target = f"{scheme}://other.test:{port}/public/FRONTED"
+target = f"{scheme}://{sys.argv[5].format(port=port)}/public/FRONTED"
 s.sendall(f"GET {target} HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n".encode())
 out = b""
 try:
@@ -383,8 +384,9 @@ print(out.decode("latin-1"))
     # (a host with a bound secret is intercepted the same way, and this check comes before any swap)
     [("path", False), ("path", True), ("domain", False)],
 )
+@pytest.mark.parametrize("authority", ["other.test:{port}", "plain.test:1"], ids=["other-host", "other-port"])
 def test_an_absolute_url_naming_another_host_inside_a_tunnel_is_refused(
-    tmp_path: Path, ca: CA, lenient: Lenient, lenient_tls: Lenient, tls: bool, rule: str
+    tmp_path: Path, ca: CA, lenient: Lenient, lenient_tls: Lenient, tls: bool, rule: str, authority: str
 ) -> None:
     """Inside a tunnel to an allowed host, a request whose absolute-form target names another host (with the
     tunnel's own Host): a server routes by that URL (RFC 9112 3.2.2), so it must be decided as the URL's host, not
@@ -401,7 +403,8 @@ def test_an_absolute_url_naming_another_host_inside_a_tunnel_is_refused(
             get(p.url, f"https://plain.test:{server.port}/public/warm", "-k")
         cafile = str(p.mitm_ca if tls else ca.ca_pem)
         r = subprocess.run([sys.executable, str(tmp_path / "abs.py"), str(p.port), str(server.port),
-                            "tls" if tls else "plain", cafile], capture_output=True, text=True, timeout=60)  # fmt: skip
+                            "tls" if tls else "plain", cafile, authority], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
     taken = server.seen[before:]
     assert not [x for x in taken if "FRONTED" in x], (taken, r.stdout)
 
