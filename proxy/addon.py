@@ -110,8 +110,7 @@ class Enforcer:
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Connect only to the pinned/policy name, resolved by us, guarded."""
         assert data.server.address is not None
-        pin = self.pins.get(data.client.id)
-        host, port = (pin.host, pin.port) if pin else (str(data.server.address[0]), int(data.server.address[1]))
+        host, port = self._target(data.client.id, data.server.address)
         try:
             host = normalize_host(host)
         except ValueError as e:
@@ -133,6 +132,13 @@ class Enforcer:
         # the upstream must prove the name the connection was decided for, whatever name the client sent
         data.server.sni = None if _is_ip(host) else host
 
+    def _target(self, client_id: str, address: tuple[str, int] | None) -> tuple[str, int]:
+        """Where a client connection's flows go: its pinned name, else the server address mitmproxy has."""
+        pin = self.pins.get(client_id)
+        if pin is not None:
+            return pin.host, pin.port
+        return (str(address[0]), int(address[1])) if address is not None else ("", 0)
+
     def client_disconnected(self, client: connection.Client) -> None:
         self.pins.pop(client.id, None)
         self._refused.discard(client.id)
@@ -142,14 +148,7 @@ class Enforcer:
         method/path rule, a bound secret) such a relay would carry whatever follows them past the rules (a CRLF
         before a request line, which lenient servers skip, was enough): it is decided as an opaque connection,
         which such a host is refused, and cut before anything reaches the upstream."""
-        pin = self.pins.get(flow.client_conn.id)
-        address = flow.server_conn.address
-        if pin is not None:
-            host, port = pin.host, pin.port
-        elif address is not None:
-            host, port = str(address[0]), int(address[1])
-        else:
-            host, port = "", 0
+        host, port = self._target(flow.client_conn.id, flow.server_conn.address)
         try:
             d = self.policy.decide_connection(normalize_host(host), port)
         except ValueError:

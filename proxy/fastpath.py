@@ -26,7 +26,16 @@ HIGH_WATER = 256 * 1024
 SPLICE_MAX = 1 << 20  # asked per splice(2) call; the pipe takes what fits
 FAIR_TURNS = 64  # splices in a row without waiting (<= 4 MiB) before a relay yields the event loop
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
-_LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends a reset
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset_on_close(sock: socket.socket | None) -> None:
+    """Make closing ``sock`` send a reset, not an end of stream (a peer must not take a cut transfer for a whole
+    one); a socket already gone is left alone."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
 
 
 @dataclass
@@ -97,9 +106,7 @@ class _Pipe(asyncio.Protocol):
         for p in (self, self.peer):
             if p is not None and p.transport is not None and not p.transport.is_closing():
                 if reset:
-                    sock = p.transport.get_extra_info("socket")
-                    with contextlib.suppress(OSError, AttributeError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    reset_on_close(p.transport.get_extra_info("socket"))
                     p.transport.abort()
                 else:
                     p.transport.close()
@@ -159,8 +166,7 @@ async def _splice_relay(
         await asyncio.gather(*tasks, return_exceptions=True)
         for s in (client, upstream):
             if failed:
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                reset_on_close(s)
             s.close()
         for r, w in pipes:
             os.close(r)

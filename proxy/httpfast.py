@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any, Literal, Protocol
 import h11
 
 from .denial import http_response
-from .fastpath import relay
+from .fastpath import relay, reset_on_close
 from .rules import Decision, normalize_host
 from .sniff import split_authority
 
@@ -277,8 +276,7 @@ async def serve(
     except (OSError, _Closed, h11.ProtocolError) as e:
         log.debug("plain-HTTP connection ended: %r", e)
         if not handed:  # cut mid-exchange: the client is reset, so a cut answer never looks complete to it
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            reset_on_close(conn)
         return
     finally:
         if up is not None:
