@@ -563,9 +563,11 @@ class ProxyServer:
                     break
             except TimeoutError:
                 break
-        if kind is None:
+        if kind is None:  # out of time or room: what came so far decides
             view = bytes(buf).lstrip(b"\r\n")
-            kind = ("badhttp" if _HTTP_START.match(view) else "tcp"), None, None
+            # nothing but empty lines is the start of an HTTP request too: relayed, what follows would go undecided
+            http_like = _HTTP_START.match(view) or (buf and not view)
+            kind = ("badhttp" if http_like else "tcp"), None, None
         if kind[0] != "tcp" and kind[0] != "tls":
             del buf[: len(buf) - len(bytes(buf).lstrip(b"\r\n"))]
         return kind

@@ -7,6 +7,7 @@ skips leading junk the way Node does."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -551,3 +552,32 @@ def test_a_client_hello_that_cannot_be_read_is_refused_not_relayed(
         assert not answer.startswith(b"\x16\x03"), "a ServerHello came back: the ClientHello reached the upstream"
         p.wait_audit(lambda r: r["decision"] == "deny" and r["host"] in ("plain.test", "other.test")
                      and r.get("scheme") == "tls")  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["flood", "pause"])
+def test_empty_lines_past_the_first_bytes_limits_do_not_make_a_byte_relay(
+    tmp_path: Path, lenient: Lenient, how: str
+) -> None:
+    """Empty lines are skipped while the first bytes are read; more of them than the 64 KiB read ahead, or a pause
+    longer than the 1 s wait after them, made the connection a byte relay, and the fronted request after them
+    reached the allowed server (found attacking this stop's own fix)."""
+    before = len(lenient.seen)
+    with boundary_proxy(tmp_path, "--allow", "domain=one.test", "--allow-private", "--host-map",
+                        "one.test=127.0.0.1") as p:  # fmt: skip
+        c = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+        c.sendall(f"CONNECT one.test:{lenient.port} HTTP/1.1\r\nHost: one.test\r\n\r\n".encode())
+        assert b" 200 " in read_until(c, b"\r\n\r\n")
+        if how == "flood":
+            c.sendall(b"\r\n" * 40000)
+        else:
+            c.sendall(b"\r\n")
+            threading.Event().wait(1.5)
+        with contextlib.suppress(OSError):
+            c.sendall(b"GET /fronted HTTP/1.1\r\nHost: nope.test\r\nConnection: close\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := c.recv(65536):
+                answer += chunk
+        c.close()
+    assert b"private content" not in answer, answer
+    assert "nope.test" not in lenient.hosts[before:], lenient.hosts
